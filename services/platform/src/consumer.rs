@@ -1,0 +1,299 @@
+//! Idempotent Kafka consumer with a dead-letter queue.
+//!
+//! For every record: the CloudEvents headers are read; the event id (`ce_id`) is inserted
+//! into `processed_events` **in the same transaction** as the handler's state change (and
+//! the outbox rows it writes); the transaction commits; only then is the offset committed.
+//! A redelivered record finds its id already there and changes nothing. A record that can
+//! never be processed (missing headers, undecodable payload) goes to `<topic>.dlq` with the
+//! error in the `dlq_error` header, and the consumer keeps going. Transient failures
+//! (database down) are retried with backoff and never skip a record.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rdkafka::{
+    Message,
+    consumer::{CommitMode, Consumer, StreamConsumer},
+    message::{BorrowedMessage, Header, Headers, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+    util::Timeout,
+};
+use sea_orm::{
+    ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Schema, TransactionTrait,
+    sea_query::OnConflict,
+};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::KafkaArgs,
+    events::{EventMeta, headers, topics},
+    outbox::OutboxSignal,
+};
+
+/// The `processed_events` table: one row per consumed event id.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "processed_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: String,
+        pub event_type: String,
+        pub topic: String,
+        pub processed_at: ChronoDateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Migration creating `processed_events`; every consuming service lists it.
+pub struct CreateProcessedEventsTable;
+
+impl MigrationName for CreateProcessedEventsTable {
+    fn name(&self) -> &str {
+        "m0000_platform_processed_events"
+    }
+}
+
+#[async_trait]
+impl MigrationTrait for CreateProcessedEventsTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let schema = Schema::new(manager.get_database_backend());
+        manager.create_table(schema.create_table_from_entity(entity::Entity).if_not_exists().to_owned()).await
+    }
+}
+
+/// One consumed event.
+#[derive(Debug, Clone)]
+pub struct InboundEvent {
+    pub meta: EventMeta,
+    /// Logical topic (without prefix).
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Why a handler could not apply an event.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// Retrying cannot help (undecodable payload): the record goes to the DLQ.
+    #[error("permanent: {0}")]
+    Permanent(anyhow::Error),
+    /// Retrying may help (database unavailable, serialization conflict).
+    #[error("transient: {0}")]
+    Transient(anyhow::Error),
+}
+
+impl From<DbErr> for HandleError {
+    fn from(e: DbErr) -> Self {
+        HandleError::Transient(e.into())
+    }
+}
+
+impl From<prost::DecodeError> for HandleError {
+    fn from(e: prost::DecodeError) -> Self {
+        HandleError::Permanent(anyhow::anyhow!("payload does not decode: {e}"))
+    }
+}
+
+/// Applies events to a service's state. Writes go through `txn` (the consumer commits it).
+#[async_trait]
+pub trait EventHandler: Send + Sync + 'static {
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), HandleError>;
+}
+
+/// What [`IdempotentConsumer::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The handler ran and its transaction committed.
+    Applied,
+    /// The event id was already recorded: nothing changed.
+    Duplicate,
+}
+
+/// Records the event id and applies `handler` in one transaction. The consumer's single
+/// step, public so tests can drive it without a broker.
+pub async fn apply<H: EventHandler + ?Sized>(
+    db: &DatabaseConnection,
+    handler: &H,
+    event: &InboundEvent,
+) -> Result<Applied, HandleError> {
+    let txn = db.begin().await?;
+    let row = entity::ActiveModel {
+        event_id: Set(event.meta.id.clone()),
+        event_type: Set(event.meta.ce_type.clone()),
+        topic: Set(event.topic.clone()),
+        processed_at: Set(Utc::now()),
+    };
+    let inserted = entity::Entity::insert(row)
+        .on_conflict(OnConflict::column(entity::Column::EventId).do_nothing().to_owned())
+        .exec_without_returning(&txn)
+        .await?;
+    if inserted == 0 {
+        txn.rollback().await?;
+        return Ok(Applied::Duplicate);
+    }
+    handler.handle(&txn, event).await?;
+    txn.commit().await?;
+    Ok(Applied::Applied)
+}
+
+/// Consumes `topics`, applying each event exactly once to the service's database.
+pub struct IdempotentConsumer<H> {
+    db: DatabaseConnection,
+    consumer: StreamConsumer,
+    dlq: FutureProducer,
+    kafka: KafkaArgs,
+    topics: Vec<&'static str>,
+    handler: H,
+    signal: OutboxSignal,
+}
+
+impl<H: EventHandler> IdempotentConsumer<H> {
+    pub fn new(
+        db: DatabaseConnection,
+        consumer: StreamConsumer,
+        dlq: FutureProducer,
+        kafka: KafkaArgs,
+        topics: Vec<&'static str>,
+        handler: H,
+        signal: OutboxSignal,
+    ) -> Self {
+        Self { db, consumer, dlq, kafka, topics, handler, signal }
+    }
+
+    /// Runs until `token` is cancelled, then commits the consumer's offsets.
+    pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        let physical: Vec<String> = self.topics.iter().map(|t| self.kafka.topic(t)).collect();
+        let names: Vec<&str> = physical.iter().map(String::as_str).collect();
+        self.consumer.subscribe(&names)?;
+        tracing::info!(topics = ?names, "consumer subscribed");
+        loop {
+            let msg = tokio::select! {
+                _ = token.cancelled() => break,
+                msg = self.consumer.recv() => msg,
+            };
+            match msg {
+                Ok(m) => {
+                    if !self.handle_message(&m, &token).await? {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "kafka receive failed");
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final offset commit had nothing to do or failed");
+        }
+        self.consumer.unsubscribe();
+        tracing::info!("consumer stopped");
+        Ok(())
+    }
+
+    /// Processes one record; returns false when shutdown interrupted it (offset not committed).
+    async fn handle_message(&self, m: &BorrowedMessage<'_>, token: &CancellationToken) -> anyhow::Result<bool> {
+        let topic = m.topic().strip_prefix(self.kafka.topic_prefix.as_str()).unwrap_or(m.topic()).to_owned();
+        let event = match EventMeta::from_headers(m.headers()) {
+            Ok(meta) => InboundEvent {
+                meta,
+                topic,
+                key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                payload: m.payload().unwrap_or_default().to_vec(),
+                partition: m.partition(),
+                offset: m.offset(),
+            },
+            Err(reason) => {
+                if !self.dead_letter(m, &reason, token).await {
+                    return Ok(false);
+                }
+                self.commit(m);
+                return Ok(true);
+            }
+        };
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match apply(&self.db, &self.handler, &event).await {
+                Ok(Applied::Applied) => {
+                    self.signal.notify();
+                    tracing::debug!(event_id = %event.meta.id, ce_type = %event.meta.ce_type, "event applied");
+                    break;
+                }
+                Ok(Applied::Duplicate) => {
+                    tracing::info!(event_id = %event.meta.id, ce_type = %event.meta.ce_type, "duplicate event ignored");
+                    break;
+                }
+                Err(HandleError::Permanent(e)) => {
+                    if !self.dead_letter(m, &format!("{e:#}"), token).await {
+                        return Ok(false);
+                    }
+                    break;
+                }
+                Err(HandleError::Transient(e)) => {
+                    tracing::warn!(event_id = %event.meta.id, error = %e, retry_in = ?backoff, "event failed; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return Ok(false),
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.commit(m);
+        Ok(true)
+    }
+
+    fn commit(&self, m: &BorrowedMessage<'_>) {
+        if let Err(e) = self.consumer.commit_message(m, CommitMode::Async) {
+            tracing::warn!(error = %e, "offset commit failed; the record may be redelivered (harmless)");
+        }
+    }
+
+    /// Sends the record to `<topic>.dlq` with the error; retries until it is accepted.
+    async fn dead_letter(&self, m: &BorrowedMessage<'_>, error: &str, token: &CancellationToken) -> bool {
+        let dlq_topic = topics::dlq(m.topic());
+        let origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+        tracing::warn!(topic = %m.topic(), %origin, %error, "dead-lettering record");
+        loop {
+            let mut h = OwnedHeaders::new();
+            if let Some(orig) = m.headers() {
+                for x in orig.iter() {
+                    h = h.insert(Header { key: x.key, value: x.value });
+                }
+            }
+            h = h
+                .insert(Header { key: headers::DLQ_ERROR, value: Some(error) })
+                .insert(Header { key: headers::DLQ_ORIGIN, value: Some(origin.as_str()) });
+            let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq_topic).headers(h);
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            if let Some(p) = m.payload() {
+                record = record.payload(p);
+            }
+            match self.dlq.send(record, Timeout::After(Duration::from_secs(15))).await {
+                Ok(_) => return true,
+                Err((e, _)) => {
+                    tracing::warn!(error = %e, "DLQ publish failed; retrying");
+                    tokio::select! {
+                        _ = token.cancelled() => return false,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! Database connections and migrations.
+//!
+//! PostgreSQL in the cluster, SQLite as the embedded default. Migrations run at start-up;
+//! on PostgreSQL they run inside one transaction holding an advisory lock, so replicas
+//! starting together apply them exactly once (DDL is transactional there). SQLite is a
+//! single-process embedded store: one connection, WAL mode, busy timeout.
+
+use std::time::Duration;
+
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+
+/// Opens a pool for `url` (`postgres://…` or `sqlite://…`). For SQLite the parent directory
+/// is created and `mode=rwc` added, so the embedded default needs no set-up.
+pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
+    let url = normalize_url(url)?;
+    let mut opts = ConnectOptions::new(url.clone());
+    opts.sqlx_logging(false)
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(30));
+    if url.starts_with("sqlite:") {
+        if let Some(dir) = sqlite_parent_dir(&url) {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot create directory {dir}: {e}"))?;
+        }
+        // One connection serialises writers: SQLite allows one at a time anyway, and this
+        // turns "database is locked" into orderly waiting.
+        opts.max_connections(1).min_connections(1);
+    } else {
+        opts.max_connections(16).min_connections(1);
+    }
+    let db = Database::connect(opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("DATABASE_URL {}: cannot connect: {e}", redact(&url)))?;
+    if db.get_database_backend() == DbBackend::Sqlite {
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
+            .await?;
+    }
+    Ok(db)
+}
+
+fn normalize_url(url: &str) -> anyhow::Result<String> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(url.to_owned())
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        if rest.contains("mode=") || rest.contains(":memory:") {
+            Ok(url.to_owned())
+        } else if rest.contains('?') {
+            Ok(format!("{url}&mode=rwc"))
+        } else {
+            Ok(format!("{url}?mode=rwc"))
+        }
+    } else {
+        anyhow::bail!("DATABASE_URL must start with postgres:// or sqlite:// (got {:?})", redact(url))
+    }
+}
+
+fn sqlite_parent_dir(url: &str) -> Option<String> {
+    let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = path.split('?').next()?;
+    let parent = std::path::Path::new(path).parent()?;
+    let s = parent.to_string_lossy().into_owned();
+    (!s.is_empty()).then_some(s)
+}
+
+/// The URL with any password replaced by `***`, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme + 3], &creds[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Arbitrary but fixed key of the migration advisory lock.
+const MIGRATION_LOCK_KEY: i64 = 0x636c_6f75_646d_6172; // "cloudmar"
+
+/// Applies pending migrations of `M`, safely with concurrent replicas.
+pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> anyhow::Result<()> {
+    match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let txn = db.begin().await?;
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [MIGRATION_LOCK_KEY.into()],
+            ))
+            .await?;
+            M::up(&txn, None).await.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+            txn.commit().await?;
+        }
+        _ => M::up(db, None).await.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?,
+    }
+    Ok(())
+}
+
+/// True when `err` is a unique-constraint violation (both backends).
+pub fn is_unique_violation(err: &DbErr) -> bool {
+    matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_checked_and_completed() {
+        assert_eq!(normalize_url("sqlite://data/order.db").unwrap(), "sqlite://data/order.db?mode=rwc");
+        assert_eq!(normalize_url("postgres://u:p@h/db").unwrap(), "postgres://u:p@h/db");
+        let err = normalize_url("mysql://u:secret@h/db").unwrap_err().to_string();
+        assert!(err.contains("DATABASE_URL") && !err.contains("secret"), "{err}");
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn sqlite_connects_and_creates_its_directory() {
+        let dir = std::env::temp_dir().join(format!("cloudmart-db-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/nested/x.db", dir.display());
+        let db = connect(&url).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (x INTEGER)").await.unwrap();
+        assert!(dir.join("nested/x.db").exists());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

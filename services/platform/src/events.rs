@@ -1,0 +1,170 @@
+//! The event contract: topics, CloudEvents types and the Kafka binding (binary mode).
+//!
+//! Every event message of `cloudmart.events.v1` implements [`CloudEvent`], which names its
+//! topic and `ce_type`; this is the one place that maps messages to topics.
+
+use cloudmart_proto::events::v1 as ev;
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+/// Logical topic names (before `KAFKA_TOPIC_PREFIX`).
+pub mod topics {
+    pub const ORDER_EVENTS: &str = "order-events";
+    pub const DELIVERY_EVENTS: &str = "delivery-events";
+    pub const TIMESALE_EVENTS: &str = "timesale-events";
+    /// Every topic of the contract, with its dead-letter topic.
+    pub const ALL: [&str; 6] = [
+        ORDER_EVENTS,
+        DELIVERY_EVENTS,
+        TIMESALE_EVENTS,
+        "order-events.dlq",
+        "delivery-events.dlq",
+        "timesale-events.dlq",
+    ];
+
+    /// `<topic>.dlq`
+    pub fn dlq(topic: &str) -> String {
+        format!("{topic}.dlq")
+    }
+}
+
+/// A protobuf event message with its place in the contract.
+pub trait CloudEvent: prost::Message + Default {
+    /// `ce_type`, e.g. `cloudmart.order.v1.OrderPlaced`.
+    const TYPE: &'static str;
+    /// Logical topic.
+    const TOPIC: &'static str;
+    /// The Kafka key (order id or purchase id).
+    fn key(&self) -> &str;
+}
+
+macro_rules! cloud_event {
+    ($msg:ident, $ty:literal, $topic:expr, $key:ident) => {
+        impl CloudEvent for ev::$msg {
+            const TYPE: &'static str = $ty;
+            const TOPIC: &'static str = $topic;
+            fn key(&self) -> &str {
+                &self.$key
+            }
+        }
+    };
+}
+
+cloud_event!(OrderPlaced, "cloudmart.order.v1.OrderPlaced", topics::ORDER_EVENTS, order_id);
+cloud_event!(OrderConfirmed, "cloudmart.order.v1.OrderConfirmed", topics::ORDER_EVENTS, order_id);
+cloud_event!(OrderCancelled, "cloudmart.order.v1.OrderCancelled", topics::ORDER_EVENTS, order_id);
+cloud_event!(DeliveryScheduled, "cloudmart.delivery.v1.DeliveryScheduled", topics::DELIVERY_EVENTS, order_id);
+cloud_event!(DeliveryFailed, "cloudmart.delivery.v1.DeliveryFailed", topics::DELIVERY_EVENTS, order_id);
+cloud_event!(DeliveryCancelled, "cloudmart.delivery.v1.DeliveryCancelled", topics::DELIVERY_EVENTS, order_id);
+cloud_event!(TimeSalePurchased, "cloudmart.timesale.v1.TimeSalePurchased", topics::TIMESALE_EVENTS, purchase_id);
+cloud_event!(TimeSaleStockRestored, "cloudmart.timesale.v1.TimeSaleStockRestored", topics::TIMESALE_EVENTS, purchase_id);
+
+/// CloudEvents Kafka binding header names (binary mode) and our extras.
+pub mod headers {
+    pub const SPECVERSION: &str = "ce_specversion";
+    pub const ID: &str = "ce_id";
+    pub const TYPE: &str = "ce_type";
+    pub const SOURCE: &str = "ce_source";
+    pub const TIME: &str = "ce_time";
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const TRACEPARENT: &str = "traceparent";
+    pub const TRACESTATE: &str = "tracestate";
+    /// On `<topic>.dlq` records: why the consumer gave up on the message.
+    pub const DLQ_ERROR: &str = "dlq_error";
+    /// On `<topic>.dlq` records: where the message came from.
+    pub const DLQ_ORIGIN: &str = "dlq_origin";
+    pub const PROTOBUF: &str = "application/protobuf";
+}
+
+/// The CloudEvents attributes of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventMeta {
+    pub id: String,
+    pub ce_type: String,
+    pub source: String,
+    pub time: String,
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+impl EventMeta {
+    /// Kafka headers for this event (binary mode).
+    pub fn to_headers(&self) -> OwnedHeaders {
+        let mut h = OwnedHeaders::new()
+            .insert(Header { key: headers::SPECVERSION, value: Some("1.0") })
+            .insert(Header { key: headers::ID, value: Some(self.id.as_str()) })
+            .insert(Header { key: headers::TYPE, value: Some(self.ce_type.as_str()) })
+            .insert(Header { key: headers::SOURCE, value: Some(self.source.as_str()) })
+            .insert(Header { key: headers::TIME, value: Some(self.time.as_str()) })
+            .insert(Header { key: headers::CONTENT_TYPE, value: Some(headers::PROTOBUF) });
+        if let Some(tp) = &self.traceparent {
+            h = h.insert(Header { key: headers::TRACEPARENT, value: Some(tp.as_str()) });
+        }
+        if let Some(ts) = &self.tracestate {
+            h = h.insert(Header { key: headers::TRACESTATE, value: Some(ts.as_str()) });
+        }
+        h
+    }
+
+    /// Reads the attributes back; names the first required header that is missing.
+    pub fn from_headers<H: Headers>(h: Option<&H>) -> Result<Self, String> {
+        let get = |name: &str| -> Option<String> {
+            let h = h?;
+            h.iter()
+                .find(|x| x.key == name)
+                .and_then(|x| x.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let required = |name: &str| get(name).filter(|v| !v.is_empty()).ok_or_else(|| format!("missing header {name}"));
+        let spec = required(headers::SPECVERSION)?;
+        if spec != "1.0" {
+            return Err(format!("unsupported {} {spec:?}", headers::SPECVERSION));
+        }
+        Ok(Self {
+            id: required(headers::ID)?,
+            ce_type: required(headers::TYPE)?,
+            source: required(headers::SOURCE)?,
+            time: get(headers::TIME).unwrap_or_default(),
+            traceparent: get(headers::TRACEPARENT),
+            tracestate: get(headers::TRACESTATE),
+        })
+    }
+}
+
+/// Decodes `payload` as `E` when `ce_type` names it.
+pub fn decode<E: CloudEvent>(payload: &[u8]) -> Result<E, prost::DecodeError> {
+    E::decode(payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip() {
+        let meta = EventMeta {
+            id: "e1".into(),
+            ce_type: ev::OrderPlaced::TYPE.into(),
+            source: "order".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+            tracestate: None,
+        };
+        let h = meta.to_headers();
+        assert_eq!(EventMeta::from_headers(Some(&h)).unwrap(), meta);
+    }
+
+    #[test]
+    fn missing_headers_are_named() {
+        let h = OwnedHeaders::new().insert(Header { key: headers::SPECVERSION, value: Some("1.0") });
+        assert_eq!(EventMeta::from_headers(Some(&h)).unwrap_err(), "missing header ce_id");
+        assert_eq!(EventMeta::from_headers::<OwnedHeaders>(None).unwrap_err(), "missing header ce_specversion");
+    }
+
+    #[test]
+    fn topics_follow_the_contract() {
+        assert_eq!(<ev::OrderPlaced as CloudEvent>::TOPIC, "order-events");
+        assert_eq!(<ev::DeliveryFailed as CloudEvent>::TOPIC, "delivery-events");
+        assert_eq!(<ev::TimeSalePurchased as CloudEvent>::TOPIC, "timesale-events");
+        assert_eq!(topics::dlq("order-events"), "order-events.dlq");
+    }
+}

@@ -1,0 +1,128 @@
+//! rdkafka clients configured the way the contract needs them.
+
+use std::time::Duration;
+
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    consumer::StreamConsumer,
+    producer::FutureProducer,
+    types::RDKafkaErrorCode,
+};
+
+use crate::config::KafkaArgs;
+
+/// An idempotent producer: `enable.idempotence=true` implies `acks=all` and ordered,
+/// de-duplicated retries per partition.
+pub fn producer(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("client.id", client_id)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS {:?}: cannot create producer: {e}", kafka.brokers))
+}
+
+/// A consumer with manual offset commits (offsets move only after the effect committed).
+pub fn consumer(kafka: &KafkaArgs, group_id: &str, client_id: &str) -> anyhow::Result<StreamConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", group_id)
+        .set("client.id", client_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "1000")
+        .set("topic.metadata.refresh.interval.ms", "5000")
+        .set("allow.auto.create.topics", "true")
+        .create()
+        .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS {:?}: cannot create consumer: {e}", kafka.brokers))
+}
+
+/// Creates the contract's topics (with prefix) if they are missing. Brokers that refuse
+/// CreateTopics (librdkafka's mock cluster auto-creates instead) are logged, not fatal.
+pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .create()
+        .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS {:?}: cannot create admin client: {e}", kafka.brokers))?;
+    let names: Vec<String> = logical.iter().map(|t| kafka.topic(t)).collect();
+    let new: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    match admin.create_topics(&new, &opts).await {
+        Ok(results) => {
+            for r in results {
+                match r {
+                    Ok(name) => tracing::info!(topic = %name, "created topic"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((name, code)) => tracing::warn!(topic = %name, ?code, "could not create topic; relying on auto-creation"),
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "CreateTopics failed; relying on auto-creation"),
+    }
+    Ok(())
+}
+
+/// An in-process Kafka-protocol broker (librdkafka's mock cluster) for `make dev` and
+/// quick tests. The cluster is `!Send`, so it lives on a thread of its own until this
+/// handle is dropped. It is not a substitute for a real broker in integration tests.
+pub struct EmbeddedBroker {
+    bootstrap: String,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EmbeddedBroker {
+    /// Starts a one-broker mock cluster with the contract's topics (under `prefix`).
+    pub fn start(prefix: &str, partitions: i32) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let prefix = prefix.to_owned();
+        let thread = std::thread::Builder::new().name("embedded-kafka".into()).spawn(move || {
+            let cluster = match rdkafka::mocking::MockCluster::new(1) {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("mock cluster: {e}")));
+                    return;
+                }
+            };
+            for t in crate::events::topics::ALL {
+                if let Err(e) = cluster.create_topic(&format!("{prefix}{t}"), partitions, 1) {
+                    let _ = ready_tx.send(Err(format!("mock cluster topic {t}: {e}")));
+                    return;
+                }
+            }
+            let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+            let _ = stop_rx.recv();
+            drop(cluster);
+        })?;
+        let bootstrap = ready_rx
+            .recv()
+            .map_err(|_| anyhow::anyhow!("embedded broker thread died"))?
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Self { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+    }
+
+    /// `host:port` to use as `KAFKA_BROKERS`.
+    pub fn bootstrap_servers(&self) -> &str {
+        &self.bootstrap
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

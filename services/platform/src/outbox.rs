@@ -1,0 +1,244 @@
+//! Transactional outbox.
+//!
+//! A service writes its state change and the events it causes in **one local transaction**
+//! ([`enqueue`] takes the transaction). The [`OutboxRelay`] publishes unpublished rows in id
+//! order with an idempotent producer and marks them published. It is woken through an
+//! [`OutboxSignal`] right after a commit, and polls as a fallback (another replica's commit,
+//! a failed publish, a restart). A crash between commit and publish loses nothing: the row
+//! stays unpublished until a relay sends it. A crash between publish and marking re-sends
+//! it; consumers are idempotent on `ce_id`, so that changes nothing.
+//!
+//! With several replicas on PostgreSQL, each relay locks its batch with
+//! `FOR UPDATE SKIP LOCKED`, so replicas share the work instead of sending rows twice.
+
+use std::{sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{SecondsFormat, Utc};
+use rdkafka::{producer::{FutureProducer, FutureRecord, Producer}, util::Timeout};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, Schema, TransactionTrait,
+    sea_query::{Expr, Index, LockBehavior, LockType},
+};
+use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    config::KafkaArgs,
+    events::{CloudEvent, EventMeta},
+};
+
+/// The `outbox` table.
+pub mod entity {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key)]
+        pub id: i64,
+        /// `ce_id` of the event.
+        #[sea_orm(unique)]
+        pub event_id: String,
+        /// Logical topic (the relay adds `KAFKA_TOPIC_PREFIX`).
+        pub topic: String,
+        pub event_key: String,
+        pub event_type: String,
+        pub source: String,
+        pub payload: Vec<u8>,
+        /// W3C trace context of the transaction that wrote the row.
+        pub traceparent: Option<String>,
+        pub tracestate: Option<String>,
+        pub created_at: ChronoDateTimeUtc,
+        pub published_at: Option<ChronoDateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Migration creating the `outbox` table; every service lists it in its migrator.
+pub struct CreateOutboxTable;
+
+impl MigrationName for CreateOutboxTable {
+    fn name(&self) -> &str {
+        "m0000_platform_outbox"
+    }
+}
+
+#[async_trait]
+impl MigrationTrait for CreateOutboxTable {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let schema = Schema::new(manager.get_database_backend());
+        manager.create_table(schema.create_table_from_entity(entity::Entity).if_not_exists().to_owned()).await?;
+        manager
+            .create_index(
+                Index::create()
+                    .if_not_exists()
+                    .name("outbox_unpublished")
+                    .table(entity::Entity)
+                    .col(entity::Column::PublishedAt)
+                    .col(entity::Column::Id)
+                    .to_owned(),
+            )
+            .await
+    }
+}
+
+/// Writes `event` to the outbox inside `txn` (the caller's transaction). Returns its `ce_id`.
+pub async fn enqueue<E: CloudEvent, C: ConnectionTrait>(txn: &C, source: &str, event: &E) -> Result<String, DbErr> {
+    let event_id = uuid::Uuid::new_v4().to_string();
+    let row = entity::ActiveModel {
+        event_id: Set(event_id.clone()),
+        topic: Set(E::TOPIC.to_owned()),
+        event_key: Set(event.key().to_owned()),
+        event_type: Set(E::TYPE.to_owned()),
+        source: Set(source.to_owned()),
+        payload: Set(event.encode_to_vec()),
+        traceparent: Set(None),
+        tracestate: Set(None),
+        created_at: Set(Utc::now()),
+        published_at: Set(None),
+        ..Default::default()
+    };
+    entity::Entity::insert(row).exec_without_returning(txn).await?;
+    Ok(event_id)
+}
+
+/// Wakes the relay after a commit. Cheap to clone; a wake-up with no relay waiting is kept.
+#[derive(Clone, Default, Debug)]
+pub struct OutboxSignal(Arc<Notify>);
+
+impl OutboxSignal {
+    pub fn notify(&self) {
+        self.0.notify_one();
+    }
+    async fn notified(&self) {
+        self.0.notified().await;
+    }
+}
+
+/// Publishes the outbox to Kafka.
+pub struct OutboxRelay {
+    db: DatabaseConnection,
+    producer: FutureProducer,
+    kafka: KafkaArgs,
+    signal: OutboxSignal,
+    batch_size: u64,
+    poll_interval: Duration,
+}
+
+impl OutboxRelay {
+    pub fn new(db: DatabaseConnection, producer: FutureProducer, kafka: KafkaArgs, signal: OutboxSignal) -> Self {
+        Self { db, producer, kafka, signal, batch_size: 256, poll_interval: Duration::from_millis(500) }
+    }
+
+    /// Publishes one batch of unpublished rows and marks the sent ones. Returns how many
+    /// were published. The relay's single step; tests call it directly.
+    pub async fn publish_pending(&self) -> anyhow::Result<usize> {
+        let txn = self.db.begin().await?;
+        let mut query = entity::Entity::find()
+            .filter(entity::Column::PublishedAt.is_null())
+            .order_by_asc(entity::Column::Id)
+            .limit(self.batch_size);
+        if txn.get_database_backend() == DbBackend::Postgres {
+            query = query.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+        }
+        let rows = query.all(&txn).await?;
+        if rows.is_empty() {
+            txn.commit().await?;
+            return Ok(0);
+        }
+        let topics: Vec<String> = rows.iter().map(|r| self.kafka.topic(&r.topic)).collect();
+        let sends = rows.iter().zip(&topics).map(|(row, topic)| {
+            let meta = EventMeta {
+                id: row.event_id.clone(),
+                ce_type: row.event_type.clone(),
+                source: row.source.clone(),
+                time: row.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+                traceparent: row.traceparent.clone(),
+                tracestate: row.tracestate.clone(),
+            };
+            let record = FutureRecord::to(topic)
+                .key(row.event_key.as_bytes())
+                .payload(row.payload.as_slice())
+                .headers(meta.to_headers());
+            self.producer.send(record, Timeout::After(Duration::from_secs(15)))
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut sent = Vec::with_capacity(rows.len());
+        for (row, result) in rows.iter().zip(results) {
+            match result {
+                Ok(_) => sent.push(row.id),
+                Err((e, _)) => {
+                    tracing::warn!(event_id = %row.event_id, topic = %row.topic, error = %e, "outbox publish failed; will retry")
+                }
+            }
+        }
+        if !sent.is_empty() {
+            entity::Entity::update_many()
+                .col_expr(entity::Column::PublishedAt, Expr::value(Utc::now()))
+                .filter(entity::Column::Id.is_in(sent.clone()))
+                .exec(&txn)
+                .await?;
+        }
+        txn.commit().await?;
+        if sent.len() < rows.len() {
+            anyhow::bail!("{} of {} outbox events could not be published", rows.len() - sent.len(), rows.len());
+        }
+        tracing::debug!(count = sent.len(), "outbox published");
+        Ok(sent.len())
+    }
+
+    /// Publishes everything that is pending now.
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let mut total = 0;
+        loop {
+            let n = self.publish_pending().await?;
+            total += n;
+            if (n as u64) < self.batch_size {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Runs until `token` is cancelled, then publishes what is left and flushes.
+    pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.drain().await {
+                Ok(_) => backoff = Duration::from_millis(100),
+                Err(e) => {
+                    tracing::warn!(error = %e, "outbox relay pass failed");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => continue,
+                        _ = token.cancelled() => break,
+                    }
+                }
+            }
+            tokio::select! {
+                _ = self.signal.notified() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = token.cancelled() => break,
+            }
+        }
+        if let Err(e) = self.drain().await {
+            tracing::warn!(error = %e, "final outbox pass failed; rows stay for the next start");
+        }
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(10)))).await??;
+        tracing::info!("outbox relay stopped");
+        Ok(())
+    }
+}
+
+/// Rows not yet published (for the audit, metrics and tests).
+pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
+    use sea_orm::PaginatorTrait;
+    entity::Entity::find().filter(entity::Column::PublishedAt.is_null()).count(db).await
+}
