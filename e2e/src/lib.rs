@@ -1,1 +1,73 @@
-//! stub
+//! Clients and helpers shared by cloudmart's command-line tools and end-to-end tests.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use cloudmart_proto::order::v1::{self as pb, order_service_client::OrderServiceClient};
+
+/// The final state of a smoke order.
+#[derive(Debug, Clone)]
+pub struct SmokeOutcome {
+    pub order_id: String,
+    pub status: String,
+    pub cancel_reason: String,
+}
+
+/// Connects to the order service, retrying until `deadline` (it may still be starting).
+pub async fn connect_order(endpoint: &str, within: Duration) -> anyhow::Result<OrderServiceClient<tonic::transport::Channel>> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match OrderServiceClient::connect(endpoint.to_owned()).await {
+            Ok(c) => return Ok(c),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("waiting for {endpoint}: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot reach order service at {endpoint}")),
+        }
+    }
+}
+
+/// Places one order and polls it until CONFIRMED or CANCELLED.
+pub async fn smoke_order(endpoint: &str, postal_code: &str, country: &str, timeout: Duration) -> anyhow::Result<SmokeOutcome> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut client = connect_order(endpoint, timeout).await?;
+    let placed = client
+        .place_order(pb::PlaceOrderRequest {
+            customer_id: "smoke-test".into(),
+            items: vec![pb::OrderItem { sku: "SMOKE-1".into(), quantity: 1, unit_price_cents: 100 }],
+            shipping_address: Some(pb::ShippingAddress {
+                line1: "1 Smoke St".into(),
+                city: "Testville".into(),
+                postal_code: postal_code.into(),
+                country: country.into(),
+            }),
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .context("PlaceOrder failed")?
+        .into_inner()
+        .order
+        .context("PlaceOrder returned no order")?;
+    println!("placed order {} ({:?})", placed.order_id, placed.status());
+    loop {
+        let order = client
+            .get_order(pb::GetOrderRequest { order_id: placed.order_id.clone() })
+            .await
+            .context("GetOrder failed")?
+            .into_inner();
+        match order.status() {
+            pb::OrderStatus::Confirmed | pb::OrderStatus::Cancelled => {
+                return Ok(SmokeOutcome {
+                    order_id: order.order_id.clone(),
+                    status: order.status().as_str_name().trim_start_matches("ORDER_STATUS_").to_owned(),
+                    cancel_reason: order.cancel_reason,
+                });
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("order {} still {:?} after {timeout:?}", order.order_id, order.status())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}

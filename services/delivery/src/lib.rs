@@ -1,1 +1,148 @@
-//! stub
+//! The delivery service: quotes fees and schedules a delivery for every placed order —
+//! or fails it, which makes the order service cancel the order (compensation).
+//!
+//! # Layout
+//! - [`domain`]: quotes, fault selection and the delivery state machine (pure).
+//! - [`store`]: deliveries and per-region daily capacity (sea-orm).
+//! - [`grpc`]: `DeliveryService`.
+//! - [`events`]: `OrderPlaced` / `OrderCancelled` handling.
+
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod store;
+
+use std::net::SocketAddr;
+
+use clap::Parser;
+use cloudmart_platform::{
+    config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
+    consumer::IdempotentConsumer,
+    db, grpc::GrpcServer, kafka,
+    outbox::{OutboxRelay, OutboxSignal},
+    proto::delivery::v1::delivery_service_server::DeliveryServiceServer,
+    service::{ServiceRuntime, worker},
+};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
+    if (0.0..=1.0).contains(&v) { Ok(v) } else { Err(format!("{v} is not between 0 and 1")) }
+}
+
+/// `cloudmart-delivery` configuration: every flag is also an env var.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "cloudmart-delivery", version, about = "cloudmart delivery service: quotes fees and schedules deliveries for placed orders")]
+pub struct Config {
+    /// gRPC listen address.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus /metrics listen address.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9102")]
+    pub metrics_addr: SocketAddr,
+    /// postgres://… or sqlite://… (embedded default: a SQLite file under ./data/).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/delivery.db")]
+    pub database_url: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group of this service.
+    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID", default_value = "cloudmart-delivery")]
+    pub group_id: String,
+    /// Serviceable ISO country codes (quotes refuse others, scheduling fails them).
+    #[arg(long, env = "DELIVERY_COUNTRIES", default_value = "KR,JP,US,DE,GB", value_delimiter = ',')]
+    pub delivery_countries: Vec<String>,
+    /// Deliveries per postal code per day; beyond it scheduling fails.
+    #[arg(long, env = "DELIVERY_DAILY_CAPACITY", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    pub delivery_daily_capacity: u32,
+    /// Fault injection: scheduling always fails for these postal codes.
+    #[arg(long, env = "FAULT_DELIVERY_FAIL_POSTAL_CODES", value_delimiter = ',', default_value = "")]
+    pub fault_delivery_fail_postal_codes: Vec<String>,
+    /// Fault injection: share (0..1) of orders whose scheduling fails, chosen by hashing the order id.
+    #[arg(long, env = "FAULT_DELIVERY_FAIL_RATIO", default_value = "0", value_parser = parse_ratio)]
+    pub fault_delivery_fail_ratio: f64,
+    /// Outbox relay: `off` leaves events in the outbox.
+    #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value = "on")]
+    pub outbox_relay: RelayMode,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// Defaults with the given database and broker; gRPC on an ephemeral loopback port.
+    pub fn for_tests(database_url: &str, kafka: KafkaArgs) -> Self {
+        let mut c = Config::parse_from(["cloudmart-delivery"]);
+        c.grpc_addr = "127.0.0.1:0".parse().expect("valid address");
+        c.metrics_addr = "127.0.0.1:0".parse().expect("valid address");
+        c.database_url = database_url.to_owned();
+        c.group_id = format!("{}cloudmart-delivery", kafka.topic_prefix);
+        c.kafka = kafka;
+        c
+    }
+
+    pub fn rules(&self) -> domain::Rules {
+        let clean = |v: &[String]| -> Vec<String> {
+            v.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+        };
+        domain::Rules {
+            countries: clean(&self.delivery_countries).into_iter().map(|c| c.to_ascii_uppercase()).collect(),
+            daily_capacity: self.delivery_daily_capacity,
+            fail_postal_codes: clean(&self.fault_delivery_fail_postal_codes),
+            fail_ratio: self.fault_delivery_fail_ratio,
+        }
+    }
+}
+
+/// A built, bound delivery service.
+pub struct Application {
+    runtime: ServiceRuntime,
+    addr: SocketAddr,
+    db: DatabaseConnection,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let rules = config.rules();
+        let db = db::connect(&config.database_url).await?;
+        db::migrate::<store::Migrator>(&db).await?;
+        kafka::ensure_topics(&config.kafka, &cloudmart_platform::events::topics::ALL).await?;
+        let producer = kafka::producer(&config.kafka, "cloudmart-delivery")?;
+        let consumer = kafka::consumer(&config.kafka, &config.group_id, "cloudmart-delivery")?;
+        let signal = OutboxSignal::default();
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
+        let addr = listener.local_addr()?;
+        let api = grpc::DeliveryApi { db: db.clone(), rules: rules.clone() };
+        let server = GrpcServer::new(listener, config.server.clone()).add_service(DeliveryServiceServer::new(api));
+        let consumer = IdempotentConsumer::new(
+            db.clone(),
+            consumer,
+            producer.clone(),
+            config.kafka.clone(),
+            events::TOPICS.to_vec(),
+            events::DeliveryEvents { rules },
+            signal.clone(),
+        );
+        let mut runtime = ServiceRuntime::new("delivery", server).with_worker("consumer", worker(move |t| consumer.run(t)));
+        if config.outbox_relay == RelayMode::On {
+            let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
+            runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));
+        }
+        Ok(Self { runtime, addr, db })
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
+        self.runtime.run(shutdown).await
+    }
+}

@@ -1,1 +1,141 @@
-//! stub
+//! The order service: the customer-facing entry point of cloudmart.
+//!
+//! # Layout
+//! - [`domain`]: the order state machine and request validation (pure).
+//! - [`store`]: sea-orm entities, migrations and the transition + outbox write.
+//! - [`quote`]: the synchronous fee quote from delivery, with its fallback.
+//! - [`grpc`]: `OrderService` (the API edge).
+//! - [`events`]: the consumer side of the sagas.
+//! - [`Application`]: wires it all and runs it until shutdown.
+
+pub mod domain;
+pub mod events;
+pub mod grpc;
+pub mod quote;
+pub mod store;
+
+use std::{net::SocketAddr, time::Duration};
+
+use clap::Parser;
+use cloudmart_platform::{
+    config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
+    consumer::IdempotentConsumer,
+    db, grpc::GrpcServer, kafka,
+    outbox::{OutboxRelay, OutboxSignal},
+    proto::order::v1::order_service_server::OrderServiceServer,
+    service::{ServiceRuntime, worker},
+};
+use sea_orm::DatabaseConnection;
+use tokio::net::TcpListener;
+
+/// `cloudmart-order` configuration: every flag is also an env var.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "cloudmart-order", version, about = "cloudmart order service: places orders and follows them through the delivery saga")]
+pub struct Config {
+    /// gRPC listen address.
+    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus /metrics listen address.
+    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9101")]
+    pub metrics_addr: SocketAddr,
+    /// postgres://… or sqlite://… (embedded default: a SQLite file under ./data/).
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/order.db")]
+    pub database_url: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group of this service.
+    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID", default_value = "cloudmart-order")]
+    pub group_id: String,
+    /// Delivery service gRPC endpoint (fee quotes).
+    #[arg(long, env = "DELIVERY_ENDPOINT", default_value = "http://127.0.0.1:50052")]
+    pub delivery_endpoint: String,
+    /// Deadline of one fee quote; past it the flat fee is used.
+    #[arg(long, env = "QUOTE_TIMEOUT_MS", default_value_t = 800, value_parser = clap::value_parser!(u64).range(1..))]
+    pub quote_timeout_ms: u64,
+    /// Flat delivery fee used when delivery does not answer (quote_source=FALLBACK).
+    #[arg(long, env = "FALLBACK_DELIVERY_FEE_CENTS", default_value_t = 500, value_parser = clap::value_parser!(i64).range(0..))]
+    pub fallback_fee_cents: i64,
+    /// Outbox relay: `off` leaves events in the outbox (maintenance, crash tests).
+    #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value = "on")]
+    pub outbox_relay: RelayMode,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+impl Config {
+    /// Defaults with the given database and broker; gRPC on an ephemeral loopback port.
+    pub fn for_tests(database_url: &str, kafka: KafkaArgs, delivery_endpoint: &str) -> Self {
+        let mut c = Config::parse_from(["cloudmart-order"]);
+        c.grpc_addr = "127.0.0.1:0".parse().expect("valid address");
+        c.metrics_addr = "127.0.0.1:0".parse().expect("valid address");
+        c.database_url = database_url.to_owned();
+        c.group_id = format!("{}cloudmart-order", kafka.topic_prefix);
+        c.kafka = kafka;
+        c.delivery_endpoint = delivery_endpoint.to_owned();
+        c
+    }
+}
+
+/// A built, bound order service.
+pub struct Application {
+    runtime: ServiceRuntime,
+    addr: SocketAddr,
+    db: DatabaseConnection,
+}
+
+impl Application {
+    /// Connects, migrates, binds; does not serve yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let db = db::connect(&config.database_url).await?;
+        db::migrate::<store::Migrator>(&db).await?;
+        kafka::ensure_topics(&config.kafka, &cloudmart_platform::events::topics::ALL).await?;
+        let producer = kafka::producer(&config.kafka, "cloudmart-order")?;
+        let consumer = kafka::consumer(&config.kafka, &config.group_id, "cloudmart-order")?;
+        let signal = OutboxSignal::default();
+        let quotes = quote::QuoteClient::new(
+            &config.delivery_endpoint,
+            Duration::from_millis(config.quote_timeout_ms),
+            config.fallback_fee_cents,
+        )?;
+        let listener = TcpListener::bind(config.grpc_addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
+        let addr = listener.local_addr()?;
+        let api = grpc::OrderApi { db: db.clone(), quotes: quotes.clone(), signal: signal.clone() };
+        let server = GrpcServer::new(listener, config.server.clone()).add_service(OrderServiceServer::new(api));
+        let consumer = IdempotentConsumer::new(
+            db.clone(),
+            consumer,
+            producer.clone(),
+            config.kafka.clone(),
+            events::TOPICS.to_vec(),
+            events::OrderEvents { quotes },
+            signal.clone(),
+        );
+        let mut runtime = ServiceRuntime::new("order", server).with_worker("consumer", worker(move |t| consumer.run(t)));
+        if config.outbox_relay == RelayMode::On {
+            let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
+            runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));
+        } else {
+            tracing::warn!("OUTBOX_RELAY=off: events stay in the outbox until a relay runs");
+        }
+        Ok(Self { runtime, addr, db })
+    }
+
+    /// The bound gRPC address (the real port when 0 was asked).
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The service's database (tests inspect it).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Serves until `shutdown` resolves, then drains.
+    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
+        self.runtime.run(shutdown).await
+    }
+}

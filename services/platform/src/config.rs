@@ -18,12 +18,17 @@ pub struct KafkaArgs {
     #[arg(long = "kafka-partitions", env = "KAFKA_PARTITIONS", default_value_t = 3,
           value_parser = clap::value_parser!(i32).range(1..=1024))]
     pub partitions: i32,
+    /// Create missing topics at start-up (off for brokers that auto-create them, such as
+    /// the embedded one).
+    #[arg(long = "kafka-create-topics", env = "KAFKA_CREATE_TOPICS", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub create_topics: bool,
 }
 
 impl KafkaArgs {
     /// Settings for a broker at `brokers` with no prefix.
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), topic_prefix: String::new(), partitions: 3 }
+        Self { brokers: brokers.into(), topic_prefix: String::new(), partitions: 3, create_topics: true }
     }
 
     /// The physical name of a logical topic (`order-events` -> `<prefix>order-events`).

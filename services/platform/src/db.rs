@@ -30,7 +30,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         // turns "database is locked" into orderly waiting.
         opts.max_connections(1).min_connections(1);
     } else {
-        opts.max_connections(16).min_connections(1);
+        opts.max_connections(8).min_connections(1);
     }
     let db = Database::connect(opts)
         .await

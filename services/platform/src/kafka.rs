@@ -47,6 +47,9 @@ pub fn consumer(kafka: &KafkaArgs, group_id: &str, client_id: &str) -> anyhow::R
 /// Creates the contract's topics (with prefix) if they are missing. Brokers that refuse
 /// CreateTopics (librdkafka's mock cluster auto-creates instead) are logged, not fatal.
 pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Result<()> {
+    if !kafka.create_topics {
+        return Ok(());
+    }
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .create()
@@ -56,9 +59,12 @@ pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Resul
         .iter()
         .map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1)))
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    match admin.create_topics(&new, &opts).await {
-        Ok(results) => {
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(10)));
+    match tokio::time::timeout(Duration::from_secs(15), admin.create_topics(&new, &opts)).await {
+        Err(_) => tracing::warn!("CreateTopics timed out; relying on auto-creation"),
+        Ok(Ok(results)) => {
             for r in results {
                 match r {
                     Ok(name) => tracing::info!(topic = %name, "created topic"),
@@ -67,7 +73,7 @@ pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Resul
                 }
             }
         }
-        Err(e) => tracing::warn!(error = %e, "CreateTopics failed; relying on auto-creation"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "CreateTopics failed; relying on auto-creation"),
     }
     Ok(())
 }

@@ -72,14 +72,19 @@ impl TestKafka {
         let prefix = format!("t{}-", short_id());
         match std::env::var("TEST_KAFKA_BROKERS").ok().filter(|v| !v.is_empty()) {
             Some(brokers) => {
-                let args = KafkaArgs { brokers: brokers.clone(), topic_prefix: prefix.clone(), partitions: 3 };
+                let args = KafkaArgs { brokers: brokers.clone(), topic_prefix: prefix.clone(), partitions: 3, create_topics: true };
                 crate::kafka::ensure_topics(&args, &crate::events::topics::ALL).await?;
                 eprintln!("[testkit] {label}: Kafka at {brokers}, topic prefix {prefix}");
                 Ok(Self { args, backend: "kafka", _embedded: None })
             }
             None => {
                 let broker = EmbeddedBroker::start(&prefix, 3)?;
-                let args = KafkaArgs { brokers: broker.bootstrap_servers().to_owned(), topic_prefix: prefix, partitions: 3 };
+                let args = KafkaArgs {
+                    brokers: broker.bootstrap_servers().to_owned(),
+                    topic_prefix: prefix,
+                    partitions: 3,
+                    create_topics: false,
+                };
                 eprintln!(
                     "[testkit] {label}: embedded mock broker at {} (set TEST_KAFKA_BROKERS for a real broker)",
                     args.brokers
@@ -115,5 +120,103 @@ mod tests {
         assert_eq!(super::replace_db_name("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
         assert_eq!(super::replace_db_name("postgres://h/postgres?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
         assert_eq!(super::replace_db_name("postgres://h", "x"), "postgres://h/x");
+    }
+}
+
+/// A record read back from a topic, with its headers as a map.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub key: Option<String>,
+    pub payload: Vec<u8>,
+    pub headers: std::collections::HashMap<String, String>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Reads `logical_topic` from the beginning with a fresh group until at least `min`
+/// records arrived (panics after `timeout`).
+pub async fn read_records(kafka: &KafkaArgs, logical_topic: &str, min: usize, timeout: Duration) -> Vec<Record> {
+    use rdkafka::{
+        Message,
+        consumer::{Consumer, StreamConsumer},
+        message::Headers,
+    };
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("reader-{}", short_id()))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("topic.metadata.refresh.interval.ms", "1000")
+        .create()
+        .expect("test consumer");
+    let topic = kafka.topic(logical_topic);
+    consumer.subscribe(&[topic.as_str()]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    while out.len() < min {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, consumer.recv()).await {
+            Err(_) => panic!("timed out after {timeout:?} reading {topic}: got {} of {min} records", out.len()),
+            Ok(Err(e)) => eprintln!("[testkit] read {topic}: {e}"),
+            Ok(Ok(m)) => {
+                let mut headers = std::collections::HashMap::new();
+                if let Some(h) = m.headers() {
+                    for x in h.iter() {
+                        headers.insert(x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned());
+                    }
+                }
+                out.push(Record {
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    payload: m.payload().unwrap_or_default().to_vec(),
+                    headers,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Produces one raw record (tests use it for duplicates and malformed messages);
+/// returns its (partition, offset).
+pub async fn produce_raw(kafka: &KafkaArgs, logical_topic: &str, key: &str, payload: &[u8], headers: &[(&str, &str)]) -> (i32, i64) {
+    use rdkafka::{
+        message::{Header, OwnedHeaders},
+        producer::{FutureProducer, FutureRecord},
+    };
+    let producer: FutureProducer = crate::kafka::producer(kafka, "testkit").expect("test producer");
+    let mut h = OwnedHeaders::new();
+    for (k, v) in headers {
+        h = h.insert(Header { key: k, value: Some(*v) });
+    }
+    let topic = kafka.topic(logical_topic);
+    producer
+        .send(FutureRecord::to(&topic).key(key).payload(payload).headers(h), Duration::from_secs(15))
+        .await
+        .map(|d| (d.partition, d.offset))
+        .map_err(|(e, _)| e)
+        .expect("produce")
+}
+
+/// The offset `group` has committed for `topic`/`partition` (None before any commit).
+pub fn committed_offset(kafka: &KafkaArgs, group: &str, logical_topic: &str, partition: i32) -> Option<i64> {
+    use rdkafka::{
+        Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer},
+    };
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .ok()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&kafka.topic(logical_topic), partition);
+    let got = consumer.committed_offsets(tpl, Duration::from_secs(10)).ok()?;
+    let elem = got.elements().into_iter().next()?;
+    match elem.offset() {
+        Offset::Offset(o) => Some(o),
+        _ => None,
     }
 }

@@ -1,0 +1,68 @@
+//! `make dev` as a user runs it: `cloudmart-dev` on its embedded defaults (SQLite,
+//! in-process broker), checked with health, reflection and the smoke client — the same
+//! client the chart's `helm test` hook runs.
+
+use std::{collections::HashMap, process::Command, time::Duration};
+
+use tokio_stream::StreamExt;
+use tonic_reflection::pb::v1::{
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
+    server_reflection_response::MessageResponse,
+};
+
+use crate::harness::{Proc, bin, free_port, wait_serving};
+
+async fn reflected_services(addr: &str) -> Vec<String> {
+    let mut client = ServerReflectionClient::connect(format!("http://{addr}")).await.unwrap();
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
+    let resp = stream.next().await.unwrap().unwrap();
+    match resp.message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => l.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn make_dev_serves_and_the_smoke_client_sees_both_sagas() {
+    let data = std::env::temp_dir().join(format!("cloudmart-dev-{}", uuid::Uuid::new_v4().simple()));
+    let order_addr = format!("127.0.0.1:{}", free_port());
+    let delivery_addr = format!("127.0.0.1:{}", free_port());
+    let mut dev = Proc::spawn(
+        "cloudmart-dev",
+        "dev",
+        &HashMap::new(),
+        &["--data-dir", data.to_str().unwrap(), "--order-addr", &order_addr, "--delivery-addr", &delivery_addr],
+    );
+    wait_serving(&order_addr, "cloudmart.order.v1.OrderService", &mut dev).await;
+    wait_serving(&delivery_addr, "cloudmart.delivery.v1.DeliveryService", &mut dev).await;
+    let services = reflected_services(&order_addr).await;
+    assert!(services.contains(&"cloudmart.order.v1.OrderService".to_owned()), "{services:?}");
+    assert!(services.contains(&"grpc.health.v1.Health".to_owned()), "{services:?}");
+    let services = reflected_services(&delivery_addr).await;
+    assert!(services.contains(&"cloudmart.delivery.v1.DeliveryService".to_owned()), "{services:?}");
+
+    let smoke = |args: &[&str]| {
+        let endpoint = format!("http://{order_addr}");
+        let mut all = vec!["--order-endpoint", endpoint.as_str(), "--timeout-secs", "90"];
+        all.extend_from_slice(args);
+        let out = Command::new(bin("cloudmart-smoke")).args(&all).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (ok, out) = tokio::task::spawn_blocking({
+        let smoke = smoke.clone();
+        move || smoke(&["--expect", "confirmed"])
+    })
+    .await
+    .unwrap();
+    assert!(ok, "smoke (confirmed) failed: {out}\ndev log:\n{}", dev.log_text());
+    assert!(out.contains("CONFIRMED"));
+    let (ok, out) = tokio::task::spawn_blocking(move || smoke(&["--postal-code", "99999", "--expect", "cancelled"])).await.unwrap();
+    assert!(ok, "smoke (fault-injected) failed: {out}");
+    assert!(out.contains("CANCELLED (DELIVERY_FAILED)"), "{out}");
+
+    let status = dev.terminate(Duration::from_secs(40));
+    assert!(status.success(), "cloudmart-dev exits 0 on SIGTERM");
+    assert!(data.join("order.db").exists() && data.join("delivery.db").exists());
+    let _ = std::fs::remove_dir_all(data);
+}

@@ -1,0 +1,238 @@
+//! The outbox relay and the idempotent consumer against a database and a broker
+//! (PostgreSQL + a real broker when TEST_DATABASE_URL / TEST_KAFKA_BROKERS are set).
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cloudmart_platform::{
+    consumer::{self, Applied, CreateProcessedEventsTable, EventHandler, HandleError, IdempotentConsumer, InboundEvent},
+    db,
+    events::{CloudEvent, EventMeta, decode, headers, topics},
+    kafka, outbox,
+    outbox::{CreateOutboxTable, OutboxRelay, OutboxSignal},
+    proto::events::v1 as ev,
+    testkit::{TestDatabase, TestKafka, eventually, produce_raw, read_records},
+};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, Statement, TransactionTrait};
+use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
+use tokio_util::sync::CancellationToken;
+
+struct CreateCounters;
+impl MigrationName for CreateCounters {
+    fn name(&self) -> &str {
+        "m0001_test_counters"
+    }
+}
+#[async_trait]
+impl MigrationTrait for CreateCounters {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.get_connection()
+            .execute_unprepared(
+                "CREATE TABLE counters (k VARCHAR(32) PRIMARY KEY, n INTEGER NOT NULL);
+                 INSERT INTO counters (k, n) VALUES ('placed', 0), ('confirmed', 0);",
+            )
+            .await?;
+        Ok(())
+    }
+}
+struct Migrator;
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(CreateOutboxTable), Box::new(CreateProcessedEventsTable), Box::new(CreateCounters)]
+    }
+}
+
+/// Counts OrderPlaced / OrderConfirmed applications.
+struct Counting;
+#[async_trait]
+impl EventHandler for Counting {
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), HandleError> {
+        let k = match event.meta.ce_type.as_str() {
+            ev::OrderPlaced::TYPE => {
+                decode::<ev::OrderPlaced>(&event.payload)?;
+                "placed"
+            }
+            ev::OrderConfirmed::TYPE => {
+                decode::<ev::OrderConfirmed>(&event.payload)?;
+                "confirmed"
+            }
+            _ => return Ok(()),
+        };
+        txn.execute_unprepared(&format!("UPDATE counters SET n = n + 1 WHERE k = '{k}'")).await?;
+        Ok(())
+    }
+}
+
+async fn counter(db: &DatabaseConnection, k: &str) -> i64 {
+    let row = db
+        .query_one_raw(Statement::from_string(db.get_database_backend(), format!("SELECT n FROM counters WHERE k = '{k}'")))
+        .await
+        .unwrap()
+        .unwrap();
+    i64::from(row.try_get::<i32>("", "n").unwrap())
+}
+
+async fn setup(label: &str) -> (DatabaseConnection, TestKafka) {
+    let tdb = TestDatabase::create(label).await.unwrap();
+    let db = db::connect(&tdb.url).await.unwrap();
+    db::migrate::<Migrator>(&db).await.unwrap();
+    // Migrations are idempotent: a second run (another replica) changes nothing.
+    db::migrate::<Migrator>(&db).await.unwrap();
+    let kafka = TestKafka::create(label).await.unwrap();
+    (db, kafka)
+}
+
+fn start_consumer(db: &DatabaseConnection, kafka: &TestKafka, token: &CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let group = format!("{}g", kafka.args.topic_prefix);
+    let c = IdempotentConsumer::new(
+        db.clone(),
+        kafka::consumer(&kafka.args, &group, "test").unwrap(),
+        kafka::producer(&kafka.args, "test-dlq").unwrap(),
+        kafka.args.clone(),
+        vec![topics::ORDER_EVENTS],
+        Counting,
+        OutboxSignal::default(),
+    );
+    tokio::spawn(c.run(token.clone()))
+}
+
+#[tokio::test]
+async fn outbox_publishes_cloudevents_and_the_consumer_applies_each_event_once() {
+    let (db, kafka) = setup("outbox").await;
+
+    // State change + event in one transaction; nothing is sent before the relay runs.
+    let txn = db.begin().await.unwrap();
+    let placed = ev::OrderPlaced { order_id: "o-1".into(), customer_id: "c".into(), ..Default::default() };
+    let event_id = outbox::enqueue(&txn, "order", &placed).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 1);
+
+    let relay = OutboxRelay::new(db.clone(), kafka::producer(&kafka.args, "relay").unwrap(), kafka.args.clone(), OutboxSignal::default());
+    assert_eq!(relay.drain().await.unwrap(), 1);
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
+    assert_eq!(relay.drain().await.unwrap(), 0, "published rows are not sent again");
+
+    let records = read_records(&kafka.args, topics::ORDER_EVENTS, 1, Duration::from_secs(30)).await;
+    let r = &records[0];
+    assert_eq!(r.key.as_deref(), Some("o-1"));
+    assert_eq!(r.headers[headers::SPECVERSION], "1.0");
+    assert_eq!(r.headers[headers::ID], event_id);
+    assert_eq!(r.headers[headers::TYPE], "cloudmart.order.v1.OrderPlaced");
+    assert_eq!(r.headers[headers::SOURCE], "order");
+    assert_eq!(r.headers[headers::CONTENT_TYPE], "application/protobuf");
+    assert!(r.headers[headers::TIME].ends_with('Z'));
+    assert_eq!(decode::<ev::OrderPlaced>(&r.payload).unwrap(), placed);
+
+    let token = CancellationToken::new();
+    let consumer = start_consumer(&db, &kafka, &token);
+    eventually("OrderPlaced applied", Duration::from_secs(60), || async {
+        (counter(&db, "placed").await == 1).then_some(())
+    })
+    .await;
+
+    // Redeliver the same record, then a new event with the same key (same partition, so
+    // it is processed after the duplicate).
+    let hdrs: Vec<(&str, &str)> = r.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    produce_raw(&kafka.args, topics::ORDER_EVENTS, "o-1", &r.payload, &hdrs).await;
+    let confirmed = ev::OrderConfirmed { order_id: "o-1".into(), ..Default::default() };
+    let txn = db.begin().await.unwrap();
+    outbox::enqueue(&txn, "order", &confirmed).await.unwrap();
+    txn.commit().await.unwrap();
+    relay.drain().await.unwrap();
+    eventually("OrderConfirmed applied", Duration::from_secs(60), || async {
+        (counter(&db, "confirmed").await == 1).then_some(())
+    })
+    .await;
+    assert_eq!(counter(&db, "placed").await, 1, "the duplicate changed nothing");
+
+    token.cancel();
+    consumer.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn malformed_records_go_to_the_dlq_and_the_consumer_keeps_going() {
+    let (db, kafka) = setup("dlq").await;
+    let token = CancellationToken::new();
+    let consumer = start_consumer(&db, &kafka, &token);
+
+    // No CloudEvents headers at all.
+    produce_raw(&kafka.args, topics::ORDER_EVENTS, "k", b"not protobuf", &[]).await;
+    // Headers fine, payload undecodable.
+    produce_raw(
+        &kafka.args,
+        topics::ORDER_EVENTS,
+        "k",
+        &[0xff, 0xff, 0xff],
+        &[
+            (headers::SPECVERSION, "1.0"),
+            (headers::ID, "bad-1"),
+            (headers::TYPE, ev::OrderPlaced::TYPE),
+            (headers::SOURCE, "test"),
+        ],
+    )
+    .await;
+    // Then a valid event on the same key.
+    let meta = EventMeta {
+        id: "good-1".into(),
+        ce_type: ev::OrderPlaced::TYPE.into(),
+        source: "test".into(),
+        time: String::new(),
+        traceparent: None,
+        tracestate: None,
+    };
+    let payload = prost::Message::encode_to_vec(&ev::OrderPlaced { order_id: "k".into(), ..Default::default() });
+    produce_raw(
+        &kafka.args,
+        topics::ORDER_EVENTS,
+        "k",
+        &payload,
+        &[(headers::SPECVERSION, "1.0"), (headers::ID, &meta.id), (headers::TYPE, &meta.ce_type), (headers::SOURCE, "test")],
+    )
+    .await;
+    eventually("valid event applied after the bad ones", Duration::from_secs(60), || async {
+        (counter(&db, "placed").await == 1).then_some(())
+    })
+    .await;
+
+    let dlq = read_records(&kafka.args, &topics::dlq(topics::ORDER_EVENTS), 2, Duration::from_secs(30)).await;
+    let errors: Vec<&str> = dlq.iter().map(|r| r.headers[headers::DLQ_ERROR].as_str()).collect();
+    assert!(errors.iter().any(|e| e.contains("missing header ce_specversion")), "{errors:?}");
+    assert!(errors.iter().any(|e| e.contains("payload does not decode")), "{errors:?}");
+    assert!(dlq.iter().any(|r| r.payload == b"not protobuf"), "the original payload is kept");
+    assert!(dlq.iter().all(|r| r.headers.contains_key(headers::DLQ_ORIGIN)));
+
+    token.cancel();
+    consumer.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn apply_records_the_event_id_in_the_same_transaction() {
+    let tdb = TestDatabase::create("apply").await.unwrap();
+    let db = db::connect(&tdb.url).await.unwrap();
+    db::migrate::<Migrator>(&db).await.unwrap();
+    let event = InboundEvent {
+        meta: EventMeta {
+            id: "e-1".into(),
+            ce_type: ev::OrderPlaced::TYPE.into(),
+            source: "t".into(),
+            time: String::new(),
+            traceparent: None,
+            tracestate: None,
+        },
+        topic: topics::ORDER_EVENTS.into(),
+        key: None,
+        payload: prost::Message::encode_to_vec(&ev::OrderPlaced::default()),
+        partition: 0,
+        offset: 0,
+    };
+    assert_eq!(consumer::apply(&db, &Counting, &event).await.unwrap(), Applied::Applied);
+    assert_eq!(consumer::apply(&db, &Counting, &event).await.unwrap(), Applied::Duplicate);
+    assert_eq!(counter(&db, "placed").await, 1);
+
+    // A failing handler rolls back the event id too: the event can be retried.
+    let bad = InboundEvent { meta: EventMeta { id: "e-2".into(), ..event.meta.clone() }, payload: vec![0xff], ..event.clone() };
+    assert!(matches!(consumer::apply(&db, &Counting, &bad).await, Err(HandleError::Permanent(_))));
+    let fixed = InboundEvent { meta: EventMeta { id: "e-2".into(), ..event.meta.clone() }, ..event.clone() };
+    assert_eq!(consumer::apply(&db, &Counting, &fixed).await.unwrap(), Applied::Applied);
+    assert_eq!(counter(&db, "placed").await, 2);
+}
