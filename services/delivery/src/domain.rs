@@ -103,14 +103,19 @@ impl Rules {
     }
 }
 
-/// A stable value in [0, 1) from the order id (FNV-1a), so the same orders fail on every
-/// replica and every run.
+/// A stable value in [0, 1) from the order id (FNV-1a, then a splitmix64 finaliser to
+/// spread similar ids), so the same orders fail on every replica and every run.
 pub fn fault_fraction(order_id: &str) -> f64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in order_id.as_bytes() {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
     (h >> 11) as f64 / (1u64 << 53) as f64
 }
 

@@ -28,6 +28,7 @@ use tonic::{
     service::{Routes, RoutesBuilder},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
+
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::config::ServerArgs;
@@ -131,9 +132,8 @@ impl GrpcServer {
     }
 
     /// Serves until `token` is cancelled, then stops accepting and drains in-flight calls.
+    /// Health stays as set through [`GrpcServer::health`] (NOT_SERVING until marked).
     pub async fn serve(self, token: CancellationToken) -> anyhow::Result<()> {
-        let health = self.health();
-        health.set(ServingStatus::NotServing).await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cloudmart_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -50,6 +50,7 @@ impl ServiceRuntime {
         let server_token = CancellationToken::new();
         let workers_token = CancellationToken::new();
 
+        health.set(ServingStatus::NotServing).await;
         let mut server = tokio::spawn(self.server.serve(server_token.clone()));
         let mut workers = JoinSet::new();
         for (name, w) in self.workers {

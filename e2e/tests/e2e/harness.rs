@@ -103,8 +103,10 @@ pub async fn wait_serving(addr: &str, service: &str, proc_: &mut Proc) {
         if let Some(status) = proc_.child.try_wait().unwrap() {
             panic!("{} exited early ({status}); log:\n{}", proc_.name, proc_.log_text());
         }
-        if let Ok(mut c) = HealthClient::connect(format!("http://{addr}")).await
-            && let Ok(r) = c.check(HealthCheckRequest { service: service.into() }).await
+        if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await
+            && let Ok(r) = HealthClient::new(channel)
+                .check(HealthCheckRequest { service: service.into() })
+                .await
             && r.get_ref().status() == ServingStatus::Serving
         {
             return;

@@ -33,22 +33,21 @@ fn request(customer: &str, postal_code: &str, key: &str) -> pb::PlaceOrderReques
 }
 
 async fn wait_terminal(client: &OrderServiceClient<Channel>, ids: &[String]) -> HashMap<String, pb::Order> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let mut done = HashMap::new();
-    eventually("every order terminal", Duration::from_secs(180), || {
-        let mut client = client.clone();
-        let pending: Vec<String> = ids.iter().filter(|id| !done.contains_key(*id)).cloned().collect();
-        let done_ref = &mut done;
-        async move {
-            for id in pending {
-                let o = client.get_order(pb::GetOrderRequest { order_id: id.clone() }).await.unwrap().into_inner();
-                if matches!(o.status(), pb::OrderStatus::Confirmed | pb::OrderStatus::Cancelled) {
-                    done_ref.insert(id, o);
-                }
+    let mut client = client.clone();
+    while done.len() < ids.len() {
+        for id in ids.iter().filter(|id| !done.contains_key(*id)).cloned().collect::<Vec<_>>() {
+            let o = client.get_order(pb::GetOrderRequest { order_id: id.clone() }).await.unwrap().into_inner();
+            if matches!(o.status(), pb::OrderStatus::Confirmed | pb::OrderStatus::Cancelled) {
+                done.insert(id, o);
             }
-            (done_ref.len() == ids.len()).then_some(())
         }
-    })
-    .await;
+        if done.len() < ids.len() {
+            assert!(tokio::time::Instant::now() < deadline, "{} of {} orders still pending", ids.len() - done.len(), ids.len());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     done
 }
 

@@ -13,7 +13,8 @@ use tonic_reflection::pb::v1::{
 use crate::harness::{Proc, bin, free_port, wait_serving};
 
 async fn reflected_services(addr: &str) -> Vec<String> {
-    let mut client = ServerReflectionClient::connect(format!("http://{addr}")).await.unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+    let mut client = ServerReflectionClient::new(channel);
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
     let resp = stream.next().await.unwrap().unwrap();
@@ -42,9 +43,9 @@ async fn make_dev_serves_and_the_smoke_client_sees_both_sagas() {
     let services = reflected_services(&delivery_addr).await;
     assert!(services.contains(&"cloudmart.delivery.v1.DeliveryService".to_owned()), "{services:?}");
 
-    let smoke = |args: &[&str]| {
-        let endpoint = format!("http://{order_addr}");
-        let mut all = vec!["--order-endpoint", endpoint.as_str(), "--timeout-secs", "90"];
+    let endpoint = format!("http://{order_addr}");
+    let smoke = move |args: &[&str]| {
+        let mut all: Vec<&str> = vec!["--order-endpoint", endpoint.as_str(), "--timeout-secs", "90"];
         all.extend_from_slice(args);
         let out = Command::new(bin("cloudmart-smoke")).args(&all).output().unwrap();
         (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
