@@ -14,7 +14,10 @@ pub struct SmokeOutcome {
 }
 
 /// Connects to the order service, retrying until `deadline` (it may still be starting).
-pub async fn connect_order(endpoint: &str, within: Duration) -> anyhow::Result<OrderServiceClient<tonic::transport::Channel>> {
+pub async fn connect_order(
+    endpoint: &str,
+    within: Duration,
+) -> anyhow::Result<OrderServiceClient<tonic::transport::Channel>> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         match OrderServiceClient::connect(endpoint.to_owned()).await {
@@ -29,7 +32,12 @@ pub async fn connect_order(endpoint: &str, within: Duration) -> anyhow::Result<O
 }
 
 /// Places one order and polls it until CONFIRMED or CANCELLED.
-pub async fn smoke_order(endpoint: &str, postal_code: &str, country: &str, timeout: Duration) -> anyhow::Result<SmokeOutcome> {
+pub async fn smoke_order(
+    endpoint: &str,
+    postal_code: &str,
+    country: &str,
+    timeout: Duration,
+) -> anyhow::Result<SmokeOutcome> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut client = connect_order(endpoint, timeout).await?;
     let placed = client

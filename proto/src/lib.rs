@@ -27,6 +27,4 @@ pub mod events {
 }
 
 /// Encoded `FileDescriptorSet` of every cloudmart `.proto` file (with its imports).
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/cloudmart_descriptor.bin"));
-
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/cloudmart_descriptor.bin"));

@@ -21,8 +21,7 @@ fn render_dir() -> PathBuf {
 #[test]
 fn rendered_profiles_pass_every_check() {
     let dir = render_dir();
-    let externals =
-        Externals::from_list(&std::env::var("CHART_EXTERNAL_SECRETS").unwrap_or_default());
+    let externals = Externals::from_list(&std::env::var("CHART_EXTERNAL_SECRETS").unwrap_or_default());
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("cannot read CHART_RENDER_DIR {}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -33,13 +32,8 @@ fn rendered_profiles_pass_every_check() {
 
     let mut failures = Vec::new();
     for file in &files {
-        let profile = file
-            .file_stem()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
-        let text =
-            std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let profile = file.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let render = Render::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
         let problems = render.check(&externals);
         let budget = render.budget();
@@ -58,9 +52,5 @@ fn rendered_profiles_pass_every_check() {
         }
         failures.extend(problems.into_iter().map(|p| format!("{profile}: {p}")));
     }
-    assert!(
-        failures.is_empty(),
-        "chart checks failed:\n  {}",
-        failures.join("\n  ")
-    );
+    assert!(failures.is_empty(), "chart checks failed:\n  {}", failures.join("\n  "));
 }

@@ -37,15 +37,22 @@ struct Args {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    match smoke_order(&args.order_endpoint, &args.postal_code, &args.country, Duration::from_secs(args.timeout_secs)).await {
+    match smoke_order(&args.order_endpoint, &args.postal_code, &args.country, Duration::from_secs(args.timeout_secs))
+        .await
+    {
         Ok(SmokeOutcome { order_id, status, cancel_reason }) => {
-            println!("order {order_id}: {status}{}", if cancel_reason.is_empty() { String::new() } else { format!(" ({cancel_reason})") });
+            println!(
+                "order {order_id}: {status}{}",
+                if cancel_reason.is_empty() { String::new() } else { format!(" ({cancel_reason})") }
+            );
             let ok = match args.expect {
                 Expect::Terminal => true,
                 Expect::Confirmed => status == "CONFIRMED",
                 Expect::Cancelled => status == "CANCELLED",
             };
-            if ok { std::process::ExitCode::SUCCESS } else {
+            if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
                 eprintln!("expected {:?}", args.expect);
                 std::process::ExitCode::FAILURE
             }

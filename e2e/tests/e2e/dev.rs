@@ -6,8 +6,8 @@ use std::{collections::HashMap, process::Command, time::Duration};
 
 use tokio_stream::StreamExt;
 use tonic_reflection::pb::v1::{
-    ServerReflectionRequest, server_reflection_client::ServerReflectionClient, server_reflection_request::MessageRequest,
-    server_reflection_response::MessageResponse,
+    ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+    server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
 };
 
 use crate::harness::{Proc, bin, free_port, wait_serving};
@@ -15,7 +15,10 @@ use crate::harness::{Proc, bin, free_port, wait_serving};
 async fn reflected_services(addr: &str) -> Vec<String> {
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
     let mut client = ServerReflectionClient::new(channel);
-    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let req = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
     let mut stream = client.server_reflection_info(tokio_stream::once(req)).await.unwrap().into_inner();
     let resp = stream.next().await.unwrap().unwrap();
     match resp.message_response {
@@ -48,7 +51,10 @@ async fn make_dev_serves_and_the_smoke_client_sees_both_sagas() {
         let mut all: Vec<&str> = vec!["--order-endpoint", endpoint.as_str(), "--timeout-secs", "90"];
         all.extend_from_slice(args);
         let out = Command::new(bin("cloudmart-smoke")).args(&all).output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
     };
     let (ok, out) = tokio::task::spawn_blocking({
         let smoke = smoke.clone();
@@ -58,7 +64,8 @@ async fn make_dev_serves_and_the_smoke_client_sees_both_sagas() {
     .unwrap();
     assert!(ok, "smoke (confirmed) failed: {out}\ndev log:\n{}", dev.log_text());
     assert!(out.contains("CONFIRMED"));
-    let (ok, out) = tokio::task::spawn_blocking(move || smoke(&["--postal-code", "99999", "--expect", "cancelled"])).await.unwrap();
+    let (ok, out) =
+        tokio::task::spawn_blocking(move || smoke(&["--postal-code", "99999", "--expect", "cancelled"])).await.unwrap();
     assert!(ok, "smoke (fault-injected) failed: {out}");
     assert!(out.contains("CANCELLED (DELIVERY_FAILED)"), "{out}");
 

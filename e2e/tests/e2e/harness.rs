@@ -104,9 +104,7 @@ pub async fn wait_serving(addr: &str, service: &str, proc_: &mut Proc) {
             panic!("{} exited early ({status}); log:\n{}", proc_.name, proc_.log_text());
         }
         if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await
-            && let Ok(r) = HealthClient::new(channel)
-                .check(HealthCheckRequest { service: service.into() })
-                .await
+            && let Ok(r) = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await
             && r.get_ref().status() == ServingStatus::Serving
         {
             return;

@@ -44,7 +44,12 @@ async fn wait_terminal(client: &OrderServiceClient<Channel>, ids: &[String]) -> 
             }
         }
         if done.len() < ids.len() {
-            assert!(tokio::time::Instant::now() < deadline, "{} of {} orders still pending", ids.len() - done.len(), ids.len());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} of {} orders still pending",
+                ids.len() - done.len(),
+                ids.len()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -54,9 +59,8 @@ async fn wait_terminal(client: &OrderServiceClient<Channel>, ids: &[String]) -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn orders_reach_the_right_terminal_state_over_processes() {
     let sys = System::new("saga").await;
-    let delivery = sys
-        .start_delivery(&[("FAULT_DELIVERY_FAIL_POSTAL_CODES", "99999"), ("DELIVERY_DAILY_CAPACITY", "5")])
-        .await;
+    let delivery =
+        sys.start_delivery(&[("FAULT_DELIVERY_FAIL_POSTAL_CODES", "99999"), ("DELIVERY_DAILY_CAPACITY", "5")]).await;
     let order = sys.start_order(&[]).await;
     let client = OrderServiceClient::connect(format!("http://{}", sys.order_addr)).await.unwrap();
 
@@ -78,7 +82,11 @@ async fn orders_reach_the_right_terminal_state_over_processes() {
         .collect()
         .await;
     assert_eq!(placed.len(), 68);
-    assert!(placed.iter().all(|(o, ..)| o.quote_source() == pb::QuoteSource::DeliveryService && o.delivery_fee_cents == 300));
+    assert!(
+        placed
+            .iter()
+            .all(|(o, ..)| o.quote_source() == pb::QuoteSource::DeliveryService && o.delivery_fee_cents == 300)
+    );
 
     let ids: Vec<String> = placed.iter().map(|(o, ..)| o.order_id.clone()).collect();
     let finals = wait_terminal(&client, &ids).await;
@@ -86,7 +94,8 @@ async fn orders_reach_the_right_terminal_state_over_processes() {
     let (mut capacity_ok, mut capacity_failed) = (0, 0);
     for (o, kind, _) in &placed {
         let f = &finals[&o.order_id];
-        let d = dclient.get_delivery(dpb::GetDeliveryRequest { order_id: o.order_id.clone() }).await.unwrap().into_inner();
+        let d =
+            dclient.get_delivery(dpb::GetDeliveryRequest { order_id: o.order_id.clone() }).await.unwrap().into_inner();
         match *kind {
             "ok" => {
                 assert_eq!(f.status(), pb::OrderStatus::Confirmed, "{}", o.order_id);
@@ -130,7 +139,9 @@ async fn orders_reach_the_right_terminal_state_over_processes() {
         assert!(r.headers[headers::TYPE].starts_with("cloudmart."));
         assert!(!r.headers[headers::TIME].is_empty());
     }
-    let count = |rs: &[cloudmart_platform::testkit::Record], t: &str| rs.iter().filter(|r| r.headers[headers::TYPE] == t).count();
+    let count = |rs: &[cloudmart_platform::testkit::Record], t: &str| {
+        rs.iter().filter(|r| r.headers[headers::TYPE] == t).count()
+    };
     assert_eq!(count(&order_events, ev::OrderPlaced::TYPE), 68);
     assert_eq!(count(&order_events, ev::OrderConfirmed::TYPE), 55);
     assert_eq!(count(&order_events, ev::OrderCancelled::TYPE), 13);
@@ -148,7 +159,9 @@ async fn orders_reach_the_right_terminal_state_over_processes() {
         .unwrap();
     let dup_scheduled = delivery_events
         .iter()
-        .find(|r| r.key.as_deref() == Some(first.order_id.as_str()) && r.headers[headers::TYPE] == ev::DeliveryScheduled::TYPE)
+        .find(|r| {
+            r.key.as_deref() == Some(first.order_id.as_str()) && r.headers[headers::TYPE] == ev::DeliveryScheduled::TYPE
+        })
         .unwrap();
     let hdrs = |r: &cloudmart_platform::testkit::Record| -> Vec<(String, String)> {
         r.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
@@ -158,7 +171,8 @@ async fn orders_reach_the_right_terminal_state_over_processes() {
     let (p1, o1) = produce_raw(&sys.kafka.args, topics::ORDER_EVENTS, fault_id, &dup_placed.payload, &h1).await;
     let h2 = hdrs(dup_scheduled);
     let h2: Vec<(&str, &str)> = h2.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let (p2, o2) = produce_raw(&sys.kafka.args, topics::DELIVERY_EVENTS, &first.order_id, &dup_scheduled.payload, &h2).await;
+    let (p2, o2) =
+        produce_raw(&sys.kafka.args, topics::DELIVERY_EVENTS, &first.order_id, &dup_scheduled.payload, &h2).await;
     let kafka = sys.kafka.args.clone();
     let (g_delivery, g_order) = (sys.group("delivery"), sys.group("order"));
     eventually("consumers committed past the duplicates", Duration::from_secs(60), || {

@@ -59,9 +59,8 @@ pub fn decide(state: DeliveryState, event: DeliveryEvent) -> Action {
         (Absent, DeliveryEvent::OrderPlaced) => Action::Schedule,
         (Absent, DeliveryEvent::OrderCancelled) => Action::Tombstone,
         (Scheduled, DeliveryEvent::OrderCancelled) => Action::Cancel,
-        (Scheduled | Failed | Cancelled, DeliveryEvent::OrderPlaced) | (Failed | Cancelled, DeliveryEvent::OrderCancelled) => {
-            Action::Ignore
-        }
+        (Scheduled | Failed | Cancelled, DeliveryEvent::OrderPlaced)
+        | (Failed | Cancelled, DeliveryEvent::OrderCancelled) => Action::Ignore,
     }
 }
 

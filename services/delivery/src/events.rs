@@ -43,8 +43,9 @@ impl EventHandler for DeliveryEvents {
 fn state_of(row: &Option<DeliveryRow>) -> Result<DeliveryState, HandleError> {
     match row {
         None => Ok(DeliveryState::Absent),
-        Some(r) => DeliveryState::parse(&r.status)
-            .ok_or_else(|| HandleError::Permanent(anyhow::anyhow!("delivery {} has bad status {}", r.delivery_id, r.status))),
+        Some(r) => DeliveryState::parse(&r.status).ok_or_else(|| {
+            HandleError::Permanent(anyhow::anyhow!("delivery {} has bad status {}", r.delivery_id, r.status))
+        }),
     }
 }
 
@@ -93,7 +94,11 @@ impl DeliveryEvents {
                 outbox::enqueue(
                     txn,
                     SOURCE,
-                    &ev::DeliveryScheduled { delivery_id, order_id: e.order_id.clone(), scheduled_for: Some(store::ts(when)) },
+                    &ev::DeliveryScheduled {
+                        delivery_id,
+                        order_id: e.order_id.clone(),
+                        scheduled_for: Some(store::ts(when)),
+                    },
                 )
                 .await?;
                 tracing::info!(order_id = %e.order_id, %day, "delivery scheduled");
@@ -118,13 +123,20 @@ async fn on_order_cancelled(txn: &DatabaseTransaction, order_id: &str) -> Result
         Action::Cancel => {
             let row = existing.expect("Cancel is decided only for an existing delivery");
             if !store::cancel(txn, &row.delivery_id, DeliveryState::Scheduled.as_str()).await? {
-                return Err(HandleError::Transient(anyhow::anyhow!("delivery {} changed concurrently", row.delivery_id)));
+                return Err(HandleError::Transient(anyhow::anyhow!(
+                    "delivery {} changed concurrently",
+                    row.delivery_id
+                )));
             }
             if let Some(day) = &row.capacity_day {
                 store::release_capacity(txn, &row.ship_postal_code, day).await?;
             }
-            outbox::enqueue(txn, SOURCE, &ev::DeliveryCancelled { delivery_id: row.delivery_id, order_id: order_id.to_owned() })
-                .await?;
+            outbox::enqueue(
+                txn,
+                SOURCE,
+                &ev::DeliveryCancelled { delivery_id: row.delivery_id, order_id: order_id.to_owned() },
+            )
+            .await?;
             tracing::info!(%order_id, "delivery cancelled");
         }
         Action::Tombstone => {

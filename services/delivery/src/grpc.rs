@@ -2,7 +2,10 @@
 
 use cloudmart_platform::{
     grpc::{internal, invalid_argument, not_found, reasons, refusal},
-    proto::{delivery::v1::{self as pb, delivery_service_server::DeliveryService}, order::v1 as opb},
+    proto::{
+        delivery::v1::{self as pb, delivery_service_server::DeliveryService},
+        order::v1 as opb,
+    },
 };
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
@@ -74,8 +77,12 @@ impl DeliveryService for DeliveryApi {
 
     async fn get_delivery(&self, request: Request<pb::GetDeliveryRequest>) -> Result<Response<pb::Delivery>, Status> {
         let id = request.into_inner().order_id;
-        let id = uuid::Uuid::parse_str(id.trim()).map_err(|_| invalid_argument("order_id", "must be a UUID"))?.to_string();
-        let row = store::find_by_order(&self.db, &id).await.map_err(internal)?.ok_or_else(|| not_found("delivery for order", &id))?;
+        let id =
+            uuid::Uuid::parse_str(id.trim()).map_err(|_| invalid_argument("order_id", "must be a UUID"))?.to_string();
+        let row = store::find_by_order(&self.db, &id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| not_found("delivery for order", &id))?;
         Ok(Response::new(to_proto(&row)))
     }
 }

@@ -2,10 +2,10 @@
 //! or fails it, which makes the order service cancel the order (compensation).
 //!
 //! # Layout
-//! - [`domain`]: quotes, fault selection and the delivery state machine (pure).
-//! - [`store`]: deliveries and per-region daily capacity (sea-orm).
-//! - [`grpc`]: `DeliveryService`.
-//! - [`events`]: `OrderPlaced` / `OrderCancelled` handling.
+//! - [`domain`] — quotes, fault selection and the delivery state machine (pure).
+//! - [`store`] — deliveries and per-region daily capacity (sea-orm).
+//! - [`grpc`] — `DeliveryService`.
+//! - [`events`] — `OrderPlaced` / `OrderCancelled` handling.
 
 pub mod domain;
 pub mod events;
@@ -18,7 +18,9 @@ use clap::Parser;
 use cloudmart_platform::{
     config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
     consumer::IdempotentConsumer,
-    db, grpc::GrpcServer, kafka,
+    db,
+    grpc::GrpcServer,
+    kafka,
     outbox::{OutboxRelay, OutboxSignal},
     proto::delivery::v1::delivery_service_server::DeliveryServiceServer,
     service::{ServiceRuntime, worker},
@@ -33,7 +35,11 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
 
 /// `cloudmart-delivery` configuration: every flag is also an env var.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "cloudmart-delivery", version, about = "cloudmart delivery service: quotes fees and schedules deliveries for placed orders")]
+#[command(
+    name = "cloudmart-delivery",
+    version,
+    about = "cloudmart delivery service: quotes fees and schedules deliveries for placed orders"
+)]
 pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
@@ -83,9 +89,8 @@ impl Config {
     }
 
     pub fn rules(&self) -> domain::Rules {
-        let clean = |v: &[String]| -> Vec<String> {
-            v.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
-        };
+        let clean =
+            |v: &[String]| -> Vec<String> { v.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect() };
         domain::Rules {
             countries: clean(&self.delivery_countries).into_iter().map(|c| c.to_ascii_uppercase()).collect(),
             daily_capacity: self.delivery_daily_capacity,
@@ -126,7 +131,8 @@ impl Application {
             events::DeliveryEvents { rules },
             signal.clone(),
         );
-        let mut runtime = ServiceRuntime::new("delivery", server).with_worker("consumer", worker(move |t| consumer.run(t)));
+        let mut runtime =
+            ServiceRuntime::new("delivery", server).with_worker("consumer", worker(move |t| consumer.run(t)));
         if config.outbox_relay == RelayMode::On {
             let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
             runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));

@@ -4,7 +4,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cloudmart_platform::{consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Schema,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Schema,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
@@ -124,8 +125,14 @@ pub async fn cancel<C: ConnectionTrait>(db: &C, delivery_id: &str, from: &str) -
 
 /// Takes one unit of capacity for `(postal_code, day)` if fewer than `limit` are taken.
 /// A conditional update, so concurrent replicas never exceed the limit.
-pub async fn take_capacity<C: ConnectionTrait>(db: &C, postal_code: &str, day: &str, limit: u32) -> Result<bool, DbErr> {
-    let seed = capacity::ActiveModel { postal_code: Set(postal_code.to_owned()), day: Set(day.to_owned()), used: Set(0) };
+pub async fn take_capacity<C: ConnectionTrait>(
+    db: &C,
+    postal_code: &str,
+    day: &str,
+    limit: u32,
+) -> Result<bool, DbErr> {
+    let seed =
+        capacity::ActiveModel { postal_code: Set(postal_code.to_owned()), day: Set(day.to_owned()), used: Set(0) };
     capacity::Entity::insert(seed)
         .on_conflict(OnConflict::columns([capacity::Column::PostalCode, capacity::Column::Day]).do_nothing().to_owned())
         .exec_without_returning(db)

@@ -16,7 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Runs order and delivery on embedded defaults.
 #[derive(Parser, Debug)]
-#[command(name = "cloudmart-dev", version, about = "Run the whole cloudmart shop locally: SQLite + an in-process Kafka-protocol broker")]
+#[command(
+    name = "cloudmart-dev",
+    version,
+    about = "Run the whole cloudmart shop locally: SQLite + an in-process Kafka-protocol broker"
+)]
 struct Args {
     /// Directory for the SQLite databases.
     #[arg(long, env = "CLOUDMART_DATA_DIR", default_value = "data")]

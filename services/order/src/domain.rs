@@ -158,7 +158,10 @@ pub fn line_items(items: &[(String, i32, i64)]) -> Result<(Vec<LineItem>, i64), 
     for (i, (sku, quantity, price)) in items.iter().enumerate() {
         let sku = text(&format!("items[{i}].sku"), sku)?;
         if *quantity <= 0 || *quantity > MAX_QUANTITY {
-            return Err(FieldError::new(format!("items[{i}].quantity"), format!("must be between 1 and {MAX_QUANTITY}")));
+            return Err(FieldError::new(
+                format!("items[{i}].quantity"),
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
         }
         if *price < 0 {
             return Err(FieldError::new(format!("items[{i}].unit_price_cents"), "must not be negative"));
@@ -293,7 +296,10 @@ mod tests {
     fn validation_names_the_field() {
         assert_eq!(line_items(&[]).unwrap_err().field, "items");
         assert_eq!(line_items(&[("a".into(), 0, 1)]).unwrap_err().field, "items[0].quantity");
-        assert_eq!(line_items(&[("a".into(), 1, 1), ("b".into(), 1, -5)]).unwrap_err().field, "items[1].unit_price_cents");
+        assert_eq!(
+            line_items(&[("a".into(), 1, 1), ("b".into(), 1, -5)]).unwrap_err().field,
+            "items[1].unit_price_cents"
+        );
         assert_eq!(line_items(&[(" ".into(), 1, 1)]).unwrap_err().field, "items[0].sku");
         assert_eq!(line_items(&[("a".into(), 10_000, i64::MAX)]).unwrap_err().description, "order total overflows");
         assert_eq!(line_items(&[("a".into(), 2, 150), ("b".into(), 1, 100)]).unwrap().1, 400);

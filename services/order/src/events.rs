@@ -71,13 +71,18 @@ async fn on_delivery_outcome(txn: &DatabaseTransaction, order_id: &str, event: O
 }
 
 impl OrderEvents {
-    async fn on_time_sale_purchase(&self, txn: &DatabaseTransaction, e: ev::TimeSalePurchased) -> Result<(), HandleError> {
+    async fn on_time_sale_purchase(
+        &self,
+        txn: &DatabaseTransaction,
+        e: ev::TimeSalePurchased,
+    ) -> Result<(), HandleError> {
         let order_id = domain::order_id_for_purchase(&e.purchase_id);
         if store::find(txn, &order_id).await?.is_some() {
             return Ok(());
         }
         let permanent = |m: String| HandleError::Permanent(anyhow::anyhow!(m));
-        let addr = e.shipping_address.clone().ok_or_else(|| permanent("TimeSalePurchased without an address".into()))?;
+        let addr =
+            e.shipping_address.clone().ok_or_else(|| permanent("TimeSalePurchased without an address".into()))?;
         let items = vec![LineItem { sku: e.sku.clone(), quantity: e.quantity, unit_price_cents: e.unit_price_cents }];
         let total = e.unit_price_cents.saturating_mul(i64::from(e.quantity));
         let pb_items =

@@ -52,7 +52,10 @@ fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, String)>, Status> 
 
 #[tonic::async_trait]
 impl OrderService for OrderApi {
-    async fn place_order(&self, request: Request<pb::PlaceOrderRequest>) -> Result<Response<pb::PlaceOrderResponse>, Status> {
+    async fn place_order(
+        &self,
+        request: Request<pb::PlaceOrderRequest>,
+    ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
         let req = request.into_inner();
         let customer_id = domain::customer_id(&req.customer_id).map_err(bad)?;
         let raw: Vec<(String, i32, i64)> =
@@ -115,10 +118,11 @@ impl OrderService for OrderApi {
             Err(e) if is_unique_violation(&e) && key.is_some() => {
                 // A concurrent retry with the same key won the race: answer with its order.
                 txn.rollback().await.map_err(db_err)?;
-                let existing = store::find_by_idempotency_key(&self.db, &customer_id, key.as_deref().unwrap_or_default())
-                    .await
-                    .map_err(db_err)?
-                    .ok_or_else(|| internal("idempotency conflict without a row"))?;
+                let existing =
+                    store::find_by_idempotency_key(&self.db, &customer_id, key.as_deref().unwrap_or_default())
+                        .await
+                        .map_err(db_err)?
+                        .ok_or_else(|| internal("idempotency conflict without a row"))?;
                 Ok(Response::new(pb::PlaceOrderResponse { order: Some(store::to_proto(&existing)) }))
             }
             Err(e) => Err(db_err(e)),
@@ -131,7 +135,10 @@ impl OrderService for OrderApi {
         Ok(Response::new(store::to_proto(&row)))
     }
 
-    async fn list_orders(&self, request: Request<pb::ListOrdersRequest>) -> Result<Response<pb::ListOrdersResponse>, Status> {
+    async fn list_orders(
+        &self,
+        request: Request<pb::ListOrdersRequest>,
+    ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let req = request.into_inner();
         let customer_id = domain::customer_id(&req.customer_id).map_err(bad)?;
         let size = match req.page_size {
@@ -147,7 +154,10 @@ impl OrderService for OrderApi {
         } else {
             String::new()
         };
-        Ok(Response::new(pb::ListOrdersResponse { orders: rows.iter().map(store::to_proto).collect(), next_page_token }))
+        Ok(Response::new(pb::ListOrdersResponse {
+            orders: rows.iter().map(store::to_proto).collect(),
+            next_page_token,
+        }))
     }
 
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
@@ -160,7 +170,8 @@ impl OrderService for OrderApi {
         for _attempt in 0..5 {
             let txn = self.db.begin().await.map_err(db_err)?;
             let row = store::find(&txn, &id).await.map_err(db_err)?.ok_or_else(|| not_found("order", &id))?;
-            let status = OrderStatus::parse(&row.status).ok_or_else(|| internal(format!("bad status {}", row.status)))?;
+            let status =
+                OrderStatus::parse(&row.status).ok_or_else(|| internal(format!("bad status {}", row.status)))?;
             match domain::decide(status, &event) {
                 Transition::To { status, cancel_reason, emit } => {
                     match store::apply_transition(&txn, &row, status, cancel_reason, emit).await.map_err(db_err)? {

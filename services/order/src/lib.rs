@@ -1,11 +1,11 @@
 //! The order service: the customer-facing entry point of cloudmart.
 //!
 //! # Layout
-//! - [`domain`]: the order state machine and request validation (pure).
-//! - [`store`]: sea-orm entities, migrations and the transition + outbox write.
-//! - [`quote`]: the synchronous fee quote from delivery, with its fallback.
-//! - [`grpc`]: `OrderService` (the API edge).
-//! - [`events`]: the consumer side of the sagas.
+//! - [`domain`] — the order state machine and request validation (pure).
+//! - [`store`] — sea-orm entities, migrations and the transition + outbox write.
+//! - [`quote`] — the synchronous fee quote from delivery, with its fallback.
+//! - [`grpc`] — `OrderService` (the API edge).
+//! - [`events`] — the consumer side of the sagas.
 //! - [`Application`]: wires it all and runs it until shutdown.
 
 pub mod domain;
@@ -20,7 +20,9 @@ use clap::Parser;
 use cloudmart_platform::{
     config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
     consumer::IdempotentConsumer,
-    db, grpc::GrpcServer, kafka,
+    db,
+    grpc::GrpcServer,
+    kafka,
     outbox::{OutboxRelay, OutboxSignal},
     proto::order::v1::order_service_server::OrderServiceServer,
     service::{ServiceRuntime, worker},
@@ -30,7 +32,11 @@ use tokio::net::TcpListener;
 
 /// `cloudmart-order` configuration: every flag is also an env var.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "cloudmart-order", version, about = "cloudmart order service: places orders and follows them through the delivery saga")]
+#[command(
+    name = "cloudmart-order",
+    version,
+    about = "cloudmart order service: places orders and follows them through the delivery saga"
+)]
 pub struct Config {
     /// gRPC listen address.
     #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
@@ -114,7 +120,8 @@ impl Application {
             events::OrderEvents { quotes },
             signal.clone(),
         );
-        let mut runtime = ServiceRuntime::new("order", server).with_worker("consumer", worker(move |t| consumer.run(t)));
+        let mut runtime =
+            ServiceRuntime::new("order", server).with_worker("consumer", worker(move |t| consumer.run(t)));
         if config.outbox_relay == RelayMode::On {
             let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
             runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));

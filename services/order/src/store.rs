@@ -9,8 +9,9 @@ use cloudmart_platform::{
     proto::{events::v1 as ev, order::v1 as pb},
 };
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Schema, sea_query::{Expr, Index},
+    ActiveValue::Set,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Schema,
+    sea_query::{Expr, Index},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 
@@ -202,7 +203,11 @@ pub async fn apply_transition<C: ConnectionTrait>(
             outbox::enqueue(
                 txn,
                 SOURCE,
-                &ev::OrderConfirmed { order_id: row.order_id.clone(), time_sale_purchase_id: purchase, confirmed_at: Some(ts(now)) },
+                &ev::OrderConfirmed {
+                    order_id: row.order_id.clone(),
+                    time_sale_purchase_id: purchase,
+                    confirmed_at: Some(ts(now)),
+                },
             )
             .await?;
         }

@@ -74,7 +74,8 @@ async fn counts(db: &DatabaseConnection) -> (u64, u64) {
 #[tokio::test]
 async fn bad_requests_name_the_field_and_write_nothing() {
     let mut t = spawn_order("order_bad").await;
-    let cases: Vec<(&str, Box<dyn Fn(&mut pb::PlaceOrderRequest)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut pb::PlaceOrderRequest)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("items", Box::new(|r| r.items.clear())),
         ("items[1].quantity", Box::new(|r| r.items[1].quantity = 0)),
         ("items[0].unit_price_cents", Box::new(|r| r.items[0].unit_price_cents = -1)),
@@ -102,7 +103,8 @@ async fn bad_requests_name_the_field_and_write_nothing() {
     let err = t.client.get_order(pb::GetOrderRequest { order_id: "nope".into() }).await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("order_id"));
-    let err = t.client.cancel_order(pb::CancelOrderRequest { order_id: unknown, reason: String::new() }).await.unwrap_err();
+    let err =
+        t.client.cancel_order(pb::CancelOrderRequest { order_id: unknown, reason: String::new() }).await.unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
     let err = t
         .client
@@ -160,7 +162,11 @@ async fn fallback_quote_idempotency_paging_and_cancel() {
             .unwrap()
             .into_inner();
         assert!(page.orders.len() <= 2);
-        seen.extend(page.orders.iter().map(|o| (o.created_at.unwrap().seconds, o.created_at.unwrap().nanos, o.order_id.clone())));
+        seen.extend(
+            page.orders
+                .iter()
+                .map(|o| (o.created_at.unwrap().seconds, o.created_at.unwrap().nanos, o.order_id.clone())),
+        );
         if page.next_page_token.is_empty() {
             break;
         }

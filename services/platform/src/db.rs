@@ -8,8 +8,7 @@
 use std::time::Duration;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement,
-    TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 
@@ -18,9 +17,7 @@ use sea_orm_migration::MigratorTrait;
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     let url = normalize_url(url)?;
     let mut opts = ConnectOptions::new(url.clone());
-    opts.sqlx_logging(false)
-        .connect_timeout(Duration::from_secs(10))
-        .acquire_timeout(Duration::from_secs(30));
+    opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(30));
     if url.starts_with("sqlite:") {
         if let Some(dir) = sqlite_parent_dir(&url) {
             std::fs::create_dir_all(&dir)
@@ -36,8 +33,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
         .await
         .map_err(|e| anyhow::anyhow!("DATABASE_URL {}: cannot connect: {e}", redact(&url)))?;
     if db.get_database_backend() == DbBackend::Sqlite {
-        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;")
-            .await?;
+        db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;").await?;
     }
     Ok(db)
 }

@@ -56,7 +56,12 @@ cloud_event!(DeliveryScheduled, "cloudmart.delivery.v1.DeliveryScheduled", topic
 cloud_event!(DeliveryFailed, "cloudmart.delivery.v1.DeliveryFailed", topics::DELIVERY_EVENTS, order_id);
 cloud_event!(DeliveryCancelled, "cloudmart.delivery.v1.DeliveryCancelled", topics::DELIVERY_EVENTS, order_id);
 cloud_event!(TimeSalePurchased, "cloudmart.timesale.v1.TimeSalePurchased", topics::TIMESALE_EVENTS, purchase_id);
-cloud_event!(TimeSaleStockRestored, "cloudmart.timesale.v1.TimeSaleStockRestored", topics::TIMESALE_EVENTS, purchase_id);
+cloud_event!(
+    TimeSaleStockRestored,
+    "cloudmart.timesale.v1.TimeSaleStockRestored",
+    topics::TIMESALE_EVENTS,
+    purchase_id
+);
 
 /// CloudEvents Kafka binding header names (binary mode) and our extras.
 pub mod headers {
@@ -109,10 +114,7 @@ impl EventMeta {
     pub fn from_headers<H: Headers>(h: Option<&H>) -> Result<Self, String> {
         let get = |name: &str| -> Option<String> {
             let h = h?;
-            h.iter()
-                .find(|x| x.key == name)
-                .and_then(|x| x.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
+            h.iter().find(|x| x.key == name).and_then(|x| x.value).map(|v| String::from_utf8_lossy(v).into_owned())
         };
         let required = |name: &str| get(name).filter(|v| !v.is_empty()).ok_or_else(|| format!("missing header {name}"));
         let spec = required(headers::SPECVERSION)?;

@@ -236,7 +236,8 @@ where
                 })
             }
             Err(_) => {
-                let status = Status::resource_exhausted("server overloaded: too many concurrent requests; retry with backoff");
+                let status =
+                    Status::resource_exhausted("server overloaded: too many concurrent requests; retry with backoff");
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }

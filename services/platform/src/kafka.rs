@@ -55,10 +55,8 @@ pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Resul
         .create()
         .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS {:?}: cannot create admin client: {e}", kafka.brokers))?;
     let names: Vec<String> = logical.iter().map(|t| kafka.topic(t)).collect();
-    let new: Vec<NewTopic<'_>> = names
-        .iter()
-        .map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1)))
-        .collect();
+    let new: Vec<NewTopic<'_>> =
+        names.iter().map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1))).collect();
     let opts = AdminOptions::new()
         .operation_timeout(Some(Duration::from_secs(10)))
         .request_timeout(Some(Duration::from_secs(10)));
@@ -69,7 +67,9 @@ pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Resul
                 match r {
                     Ok(name) => tracing::info!(topic = %name, "created topic"),
                     Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                    Err((name, code)) => tracing::warn!(topic = %name, ?code, "could not create topic; relying on auto-creation"),
+                    Err((name, code)) => {
+                        tracing::warn!(topic = %name, ?code, "could not create topic; relying on auto-creation")
+                    }
                 }
             }
         }

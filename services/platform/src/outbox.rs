@@ -15,10 +15,14 @@ use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
-use rdkafka::{producer::{FutureProducer, FutureRecord, Producer}, util::Timeout};
+use rdkafka::{
+    producer::{FutureProducer, FutureRecord, Producer},
+    util::Timeout,
+};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Schema, TransactionTrait,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Schema, TransactionTrait,
     sea_query::{Expr, Index, LockBehavior, LockType},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};

@@ -36,11 +36,8 @@ pub fn init(args: &TelemetryArgs, default_service_name: &str) -> anyhow::Result<
     let service_name = args.service_name.clone().unwrap_or_else(|| default_service_name.to_owned());
     let filter = EnvFilter::try_new(&args.log_filter)
         .map_err(|e| anyhow::anyhow!("RUST_LOG {:?} is not a valid filter: {e}", args.log_filter))?;
-    let format = args.log_format.unwrap_or(if std::io::stdout().is_terminal() {
-        LogFormat::Pretty
-    } else {
-        LogFormat::Json
-    });
+    let format =
+        args.log_format.unwrap_or(if std::io::stdout().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
     let registry = tracing_subscriber::registry().with(filter);
     let result = match format {
         LogFormat::Json => registry

@@ -72,7 +72,12 @@ impl TestKafka {
         let prefix = format!("t{}-", short_id());
         match std::env::var("TEST_KAFKA_BROKERS").ok().filter(|v| !v.is_empty()) {
             Some(brokers) => {
-                let args = KafkaArgs { brokers: brokers.clone(), topic_prefix: prefix.clone(), partitions: 3, create_topics: true };
+                let args = KafkaArgs {
+                    brokers: brokers.clone(),
+                    topic_prefix: prefix.clone(),
+                    partitions: 3,
+                    create_topics: true,
+                };
                 crate::kafka::ensure_topics(&args, &crate::events::topics::ALL).await?;
                 eprintln!("[testkit] {label}: Kafka at {brokers}, topic prefix {prefix}");
                 Ok(Self { args, backend: "kafka", _embedded: None })
@@ -118,7 +123,10 @@ mod tests {
     #[test]
     fn database_name_is_replaced() {
         assert_eq!(super::replace_db_name("postgres://u:p@h:5432/postgres", "x"), "postgres://u:p@h:5432/x");
-        assert_eq!(super::replace_db_name("postgres://h/postgres?sslmode=disable", "x"), "postgres://h/x?sslmode=disable");
+        assert_eq!(
+            super::replace_db_name("postgres://h/postgres?sslmode=disable", "x"),
+            "postgres://h/x?sslmode=disable"
+        );
         assert_eq!(super::replace_db_name("postgres://h", "x"), "postgres://h/x");
     }
 }
@@ -162,7 +170,10 @@ pub async fn read_records(kafka: &KafkaArgs, logical_topic: &str, min: usize, ti
                 let mut headers = std::collections::HashMap::new();
                 if let Some(h) = m.headers() {
                     for x in h.iter() {
-                        headers.insert(x.key.to_owned(), String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned());
+                        headers.insert(
+                            x.key.to_owned(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).into_owned(),
+                        );
                     }
                 }
                 out.push(Record {
@@ -180,7 +191,13 @@ pub async fn read_records(kafka: &KafkaArgs, logical_topic: &str, min: usize, ti
 
 /// Produces one raw record (tests use it for duplicates and malformed messages);
 /// returns its (partition, offset).
-pub async fn produce_raw(kafka: &KafkaArgs, logical_topic: &str, key: &str, payload: &[u8], headers: &[(&str, &str)]) -> (i32, i64) {
+pub async fn produce_raw(
+    kafka: &KafkaArgs,
+    logical_topic: &str,
+    key: &str,
+    payload: &[u8],
+    headers: &[(&str, &str)],
+) -> (i32, i64) {
     use rdkafka::{
         message::{Header, OwnedHeaders},
         producer::{FutureProducer, FutureRecord},

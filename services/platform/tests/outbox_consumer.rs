@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cloudmart_platform::{
-    consumer::{self, Applied, CreateProcessedEventsTable, EventHandler, HandleError, IdempotentConsumer, InboundEvent},
+    consumer::{
+        self, Applied, CreateProcessedEventsTable, EventHandler, HandleError, IdempotentConsumer, InboundEvent,
+    },
     db,
     events::{CloudEvent, EventMeta, decode, headers, topics},
     kafka, outbox,
@@ -65,7 +67,10 @@ impl EventHandler for Counting {
 
 async fn counter(db: &DatabaseConnection, k: &str) -> i64 {
     let row = db
-        .query_one_raw(Statement::from_string(db.get_database_backend(), format!("SELECT n FROM counters WHERE k = '{k}'")))
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            format!("SELECT n FROM counters WHERE k = '{k}'"),
+        ))
         .await
         .unwrap()
         .unwrap();
@@ -82,7 +87,11 @@ async fn setup(label: &str) -> (DatabaseConnection, TestKafka) {
     (db, kafka)
 }
 
-fn start_consumer(db: &DatabaseConnection, kafka: &TestKafka, token: &CancellationToken) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+fn start_consumer(
+    db: &DatabaseConnection,
+    kafka: &TestKafka,
+    token: &CancellationToken,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let group = format!("{}g", kafka.args.topic_prefix);
     let c = IdempotentConsumer::new(
         db.clone(),
@@ -107,7 +116,12 @@ async fn outbox_publishes_cloudevents_and_the_consumer_applies_each_event_once()
     txn.commit().await.unwrap();
     assert_eq!(outbox::backlog(&db).await.unwrap(), 1);
 
-    let relay = OutboxRelay::new(db.clone(), kafka::producer(&kafka.args, "relay").unwrap(), kafka.args.clone(), OutboxSignal::default());
+    let relay = OutboxRelay::new(
+        db.clone(),
+        kafka::producer(&kafka.args, "relay").unwrap(),
+        kafka.args.clone(),
+        OutboxSignal::default(),
+    );
     assert_eq!(relay.drain().await.unwrap(), 1);
     assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
     assert_eq!(relay.drain().await.unwrap(), 0, "published rows are not sent again");
@@ -186,7 +200,12 @@ async fn malformed_records_go_to_the_dlq_and_the_consumer_keeps_going() {
         topics::ORDER_EVENTS,
         "k",
         &payload,
-        &[(headers::SPECVERSION, "1.0"), (headers::ID, &meta.id), (headers::TYPE, &meta.ce_type), (headers::SOURCE, "test")],
+        &[
+            (headers::SPECVERSION, "1.0"),
+            (headers::ID, &meta.id),
+            (headers::TYPE, &meta.ce_type),
+            (headers::SOURCE, "test"),
+        ],
     )
     .await;
     eventually("valid event applied after the bad ones", Duration::from_secs(60), || async {
@@ -230,7 +249,11 @@ async fn apply_records_the_event_id_in_the_same_transaction() {
     assert_eq!(counter(&db, "placed").await, 1);
 
     // A failing handler rolls back the event id too: the event can be retried.
-    let bad = InboundEvent { meta: EventMeta { id: "e-2".into(), ..event.meta.clone() }, payload: vec![0xff], ..event.clone() };
+    let bad = InboundEvent {
+        meta: EventMeta { id: "e-2".into(), ..event.meta.clone() },
+        payload: vec![0xff],
+        ..event.clone()
+    };
     assert!(matches!(consumer::apply(&db, &Counting, &bad).await, Err(HandleError::Permanent(_))));
     let fixed = InboundEvent { meta: EventMeta { id: "e-2".into(), ..event.meta.clone() }, ..event.clone() };
     assert_eq!(consumer::apply(&db, &Counting, &fixed).await.unwrap(), Applied::Applied);
