@@ -95,6 +95,26 @@ impl MigrationTrait for CreateOutboxTable {
 
 /// Writes `event` to the outbox inside `txn` (the caller's transaction). Returns its `ce_id`.
 pub async fn enqueue<E: CloudEvent, C: ConnectionTrait>(txn: &C, source: &str, event: &E) -> Result<String, DbErr> {
+    let (event_id, row) = outbox_row(source, event);
+    entity::Entity::insert(row).exec_without_returning(txn).await?;
+    Ok(event_id)
+}
+
+/// Writes many events in one statement (batched writers). Returns their `ce_id`s.
+pub async fn enqueue_many<E: CloudEvent, C: ConnectionTrait>(
+    txn: &C,
+    source: &str,
+    events: &[E],
+) -> Result<Vec<String>, DbErr> {
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (ids, rows): (Vec<String>, Vec<entity::ActiveModel>) = events.iter().map(|e| outbox_row(source, e)).unzip();
+    entity::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    Ok(ids)
+}
+
+fn outbox_row<E: CloudEvent>(source: &str, event: &E) -> (String, entity::ActiveModel) {
     let event_id = uuid::Uuid::new_v4().to_string();
     let row = entity::ActiveModel {
         event_id: Set(event_id.clone()),
@@ -109,8 +129,7 @@ pub async fn enqueue<E: CloudEvent, C: ConnectionTrait>(txn: &C, source: &str, e
         published_at: Set(None),
         ..Default::default()
     };
-    entity::Entity::insert(row).exec_without_returning(txn).await?;
-    Ok(event_id)
+    (event_id, row)
 }
 
 /// Wakes the relay after a commit. Cheap to clone; a wake-up with no relay waiting is kept.
