@@ -14,7 +14,7 @@ use cloudmart_platform::{
 };
 use tokio_util::sync::CancellationToken;
 
-/// Runs order and delivery on embedded defaults.
+/// Runs order, delivery and time-sale on embedded defaults.
 #[derive(Parser, Debug)]
 #[command(
     name = "cloudmart-dev",
@@ -34,6 +34,9 @@ struct Args {
     /// delivery gRPC address.
     #[arg(long, default_value = "127.0.0.1:50052")]
     delivery_addr: SocketAddr,
+    /// time-sale gRPC address.
+    #[arg(long, default_value = "127.0.0.1:50053")]
+    timesale_addr: SocketAddr,
     /// Postal codes whose deliveries always fail (to watch the compensation).
     #[arg(long, env = "FAULT_DELIVERY_FAIL_POSTAL_CODES", default_value = "99999")]
     fail_postal_codes: String,
@@ -72,14 +75,22 @@ async fn main() -> anyhow::Result<()> {
     order_cfg.group_id = "cloudmart-order".into();
     let order = cloudmart_order::Application::build(order_cfg).await?;
 
+    let mut timesale_cfg = cloudmart_timesale::Config::for_tests(&db("timesale"), kafka.clone());
+    timesale_cfg.grpc_addr = args.timesale_addr;
+    timesale_cfg.group_id = "cloudmart-timesale".into();
+    let timesale = cloudmart_timesale::Application::build(timesale_cfg).await?;
+
     let token = CancellationToken::new();
     let order_addr = order.grpc_addr();
     let delivery_addr = delivery.grpc_addr();
+    let timesale_addr = timesale.grpc_addr();
     let mut tasks = tokio::task::JoinSet::new();
     let t = token.clone();
     tasks.spawn(async move { ("order", order.run_until_stopped(t.cancelled_owned()).await) });
     let t = token.clone();
     tasks.spawn(async move { ("delivery", delivery.run_until_stopped(t.cancelled_owned()).await) });
+    let t = token.clone();
+    tasks.spawn(async move { ("timesale", timesale.run_until_stopped(t.cancelled_owned()).await) });
 
     println!(
         r#"
@@ -87,8 +98,9 @@ cloudmart is running (Ctrl-C to stop)
 
   order     grpc://{order_addr}   cloudmart.order.v1.OrderService
   delivery  grpc://{delivery_addr}   cloudmart.delivery.v1.DeliveryService
+  timesale  grpc://{timesale_addr}   cloudmart.timesale.v1.TimeSaleService
   kafka     {brokers}   ({kafka_kind})
-  data      {data}/{{order,delivery}}.db (SQLite)
+  data      {data}/{{order,delivery,timesale}}.db (SQLite)
   fault     deliveries to postal code(s) {fail} always fail
 
 Place an order (reflection is on, no .proto files needed):

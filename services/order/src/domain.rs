@@ -95,18 +95,8 @@ pub fn decide(status: OrderStatus, event: &OrderEvent) -> Transition {
     }
 }
 
-/// A request field that failed validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub description: String,
-}
-
-impl FieldError {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
-    }
-}
+pub use cloudmart_platform::validate::{Address, FieldError, idempotency_key};
+use cloudmart_platform::validate::text;
 
 /// One validated line item.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -116,30 +106,8 @@ pub struct LineItem {
     pub unit_price_cents: i64,
 }
 
-/// A validated shipping address.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Address {
-    pub line1: String,
-    pub city: String,
-    pub postal_code: String,
-    pub country: String,
-}
-
 pub const MAX_ITEMS: usize = 100;
 pub const MAX_QUANTITY: i32 = 10_000;
-const MAX_TEXT: usize = 200;
-
-fn text(field: &str, value: &str) -> Result<String, FieldError> {
-    let v = value.trim();
-    if v.is_empty() {
-        return Err(FieldError::new(field, "is required"));
-    }
-    if v.len() > MAX_TEXT {
-        return Err(FieldError::new(field, format!("must be at most {MAX_TEXT} bytes")));
-    }
-    Ok(v.to_owned())
-}
-
 /// Validates a customer id.
 pub fn customer_id(value: &str) -> Result<String, FieldError> {
     text("customer_id", value)
@@ -174,32 +142,6 @@ pub fn line_items(items: &[(String, i32, i64)]) -> Result<(Vec<LineItem>, i64), 
         out.push(LineItem { sku, quantity: *quantity, unit_price_cents: *price });
     }
     Ok((out, total))
-}
-
-/// Validates a shipping address (all four fields; country as ISO 3166-1 alpha-2).
-pub fn address(line1: &str, city: &str, postal_code: &str, country: &str) -> Result<Address, FieldError> {
-    let a = Address {
-        line1: text("shipping_address.line1", line1)?,
-        city: text("shipping_address.city", city)?,
-        postal_code: text("shipping_address.postal_code", postal_code)?,
-        country: text("shipping_address.country", country)?.to_ascii_uppercase(),
-    };
-    if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
-        return Err(FieldError::new("shipping_address.country", "must be a two-letter ISO 3166-1 code"));
-    }
-    Ok(a)
-}
-
-/// Validates an optional idempotency key.
-pub fn idempotency_key(value: &str) -> Result<Option<String>, FieldError> {
-    let v = value.trim();
-    if v.is_empty() {
-        Ok(None)
-    } else if v.len() > MAX_TEXT {
-        Err(FieldError::new("idempotency_key", format!("must be at most {MAX_TEXT} bytes")))
-    } else {
-        Ok(Some(v.to_owned()))
-    }
 }
 
 /// Validates an order id (a UUID).
@@ -303,9 +245,6 @@ mod tests {
         assert_eq!(line_items(&[(" ".into(), 1, 1)]).unwrap_err().field, "items[0].sku");
         assert_eq!(line_items(&[("a".into(), 10_000, i64::MAX)]).unwrap_err().description, "order total overflows");
         assert_eq!(line_items(&[("a".into(), 2, 150), ("b".into(), 1, 100)]).unwrap().1, 400);
-        assert_eq!(address("x", "", "1", "KR").unwrap_err().field, "shipping_address.city");
-        assert_eq!(address("x", "y", "1", "Korea").unwrap_err().field, "shipping_address.country");
-        assert_eq!(address("x", "y", "1", "kr").unwrap().country, "KR");
         assert_eq!(order_id("nope").unwrap_err().field, "order_id");
         assert_eq!(idempotency_key("  ").unwrap(), None);
     }

@@ -61,8 +61,7 @@ impl OrderService for OrderApi {
         let raw: Vec<(String, i32, i64)> =
             req.items.iter().map(|i| (i.sku.clone(), i.quantity, i.unit_price_cents)).collect();
         let (items, total) = domain::line_items(&raw).map_err(bad)?;
-        let addr = req.shipping_address.clone().ok_or_else(|| invalid_argument("shipping_address", "is required"))?;
-        let address = domain::address(&addr.line1, &addr.city, &addr.postal_code, &addr.country).map_err(bad)?;
+        let address = cloudmart_platform::validate::address(req.shipping_address.as_ref()).map_err(bad)?;
         let key = domain::idempotency_key(&req.idempotency_key).map_err(bad)?;
 
         if let Some(k) = &key
@@ -71,12 +70,7 @@ impl OrderService for OrderApi {
             return Ok(Response::new(pb::PlaceOrderResponse { order: Some(store::to_proto(&existing)) }));
         }
 
-        let proto_address = pb::ShippingAddress {
-            line1: address.line1.clone(),
-            city: address.city.clone(),
-            postal_code: address.postal_code.clone(),
-            country: address.country.clone(),
-        };
+        let proto_address = address.to_proto();
         let proto_items = items
             .iter()
             .map(|i| pb::OrderItem { sku: i.sku.clone(), quantity: i.quantity, unit_price_cents: i.unit_price_cents })

@@ -25,6 +25,7 @@ pub mod kafka;
 pub mod outbox;
 pub mod service;
 pub mod telemetry;
+pub mod validate;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

@@ -1,0 +1,115 @@
+//! Request validation shared by the services: each check names the field it rejects,
+//! so the API edge can answer `INVALID_ARGUMENT` with a `BadRequest` field violation.
+
+/// A request field that failed validation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+impl From<FieldError> for tonic::Status {
+    fn from(e: FieldError) -> Self {
+        crate::grpc::invalid_argument(&e.field, e.description)
+    }
+}
+
+/// Longest free-text value accepted.
+pub const MAX_TEXT: usize = 200;
+
+/// A required, trimmed, bounded text field.
+pub fn text(field: &str, value: &str) -> Result<String, FieldError> {
+    let v = value.trim();
+    if v.is_empty() {
+        return Err(FieldError::new(field, "is required"));
+    }
+    if v.len() > MAX_TEXT {
+        return Err(FieldError::new(field, format!("must be at most {MAX_TEXT} bytes")));
+    }
+    Ok(v.to_owned())
+}
+
+/// A validated shipping address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Address {
+    pub line1: String,
+    pub city: String,
+    pub postal_code: String,
+    pub country: String,
+}
+
+/// Validates all four fields of a shipping address (country: ISO 3166-1 alpha-2, upper-cased).
+pub fn address(a: Option<&crate::proto::order::v1::ShippingAddress>) -> Result<Address, FieldError> {
+    let a = a.ok_or_else(|| FieldError::new("shipping_address", "is required"))?;
+    let out = Address {
+        line1: text("shipping_address.line1", &a.line1)?,
+        city: text("shipping_address.city", &a.city)?,
+        postal_code: text("shipping_address.postal_code", &a.postal_code)?,
+        country: text("shipping_address.country", &a.country)?.to_ascii_uppercase(),
+    };
+    if out.country.len() != 2 || !out.country.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(FieldError::new("shipping_address.country", "must be a two-letter ISO 3166-1 code"));
+    }
+    Ok(out)
+}
+
+impl Address {
+    pub fn to_proto(&self) -> crate::proto::order::v1::ShippingAddress {
+        crate::proto::order::v1::ShippingAddress {
+            line1: self.line1.clone(),
+            city: self.city.clone(),
+            postal_code: self.postal_code.clone(),
+            country: self.country.clone(),
+        }
+    }
+}
+
+/// An optional idempotency key (empty = none).
+pub fn idempotency_key(value: &str) -> Result<Option<String>, FieldError> {
+    let v = value.trim();
+    if v.is_empty() {
+        Ok(None)
+    } else if v.len() > MAX_TEXT {
+        Err(FieldError::new("idempotency_key", format!("must be at most {MAX_TEXT} bytes")))
+    } else {
+        Ok(Some(v.to_owned()))
+    }
+}
+
+/// A UUID-valued id field, normalised to its hyphenated lower-case form.
+pub fn uuid(field: &str, value: &str) -> Result<String, FieldError> {
+    uuid::Uuid::parse_str(value.trim())
+        .map(|u| u.to_string())
+        .map_err(|_| FieldError::new(field, "must be a UUID"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::order::v1::ShippingAddress;
+
+    #[test]
+    fn addresses() {
+        let good = ShippingAddress { line1: "1".into(), city: "c".into(), postal_code: "p".into(), country: "kr".into() };
+        assert_eq!(address(Some(&good)).unwrap().country, "KR");
+        assert_eq!(address(None).unwrap_err().field, "shipping_address");
+        let bad = ShippingAddress { city: " ".into(), ..good.clone() };
+        assert_eq!(address(Some(&bad)).unwrap_err().field, "shipping_address.city");
+        let bad = ShippingAddress { country: "Korea".into(), ..good };
+        assert_eq!(address(Some(&bad)).unwrap_err().field, "shipping_address.country");
+    }
+
+    #[test]
+    fn ids_and_keys() {
+        assert_eq!(uuid("sale_id", "x").unwrap_err().field, "sale_id");
+        assert!(uuid("sale_id", "67e55044-10b1-426f-9247-bb680e5fe0c8").is_ok());
+        assert_eq!(idempotency_key("  ").unwrap(), None);
+        assert_eq!(text("t", &"x".repeat(201)).unwrap_err().field, "t");
+    }
+}
