@@ -51,8 +51,13 @@ load: ## Load test time-sale in the cluster via the kubectl plugin, with report
 smoke: ## Send one order through a running system (ORDER_ENDPOINT, default http://127.0.0.1:50051)
 	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-smoke -- $(ARGS)
 
-bench: ## Local benchmarks with figures (written to target/bench/)
-	@echo "benchmarks land with the time-sale service (make bench-hot-sale)"; exit 1
+# PostgreSQL server the benchmarks create their databases on.
+BENCH_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
+
+bench: bench-hot-sale ## Local benchmarks with figures (printed and written to target/bench/)
+
+bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, same PostgreSQL
+	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- hot-sale --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
 
 clean: ## Remove build output and local data
 	$(CARGO) clean

@@ -32,11 +32,23 @@ async fn make_dev_serves_and_the_smoke_client_sees_both_sagas() {
     let data = std::env::temp_dir().join(format!("cloudmart-dev-{}", uuid::Uuid::new_v4().simple()));
     let order_addr = format!("127.0.0.1:{}", free_port());
     let delivery_addr = format!("127.0.0.1:{}", free_port());
+    let timesale_addr = format!("127.0.0.1:{}", free_port());
     let mut dev = Proc::spawn(
         "cloudmart-dev",
         "dev",
         &HashMap::new(),
-        &["--data-dir", data.to_str().unwrap(), "--order-addr", &order_addr, "--delivery-addr", &delivery_addr],
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--order-addr",
+            &order_addr,
+            "--delivery-addr",
+            &delivery_addr,
+            "--timesale-addr",
+            &timesale_addr,
+            "--metrics-port-base",
+            "0",
+        ],
     );
     wait_serving(&order_addr, "cloudmart.order.v1.OrderService", &mut dev).await;
     wait_serving(&delivery_addr, "cloudmart.delivery.v1.DeliveryService", &mut dev).await;
@@ -45,6 +57,9 @@ async fn make_dev_serves_and_the_smoke_client_sees_both_sagas() {
     assert!(services.contains(&"grpc.health.v1.Health".to_owned()), "{services:?}");
     let services = reflected_services(&delivery_addr).await;
     assert!(services.contains(&"cloudmart.delivery.v1.DeliveryService".to_owned()), "{services:?}");
+    wait_serving(&timesale_addr, "cloudmart.timesale.v1.TimeSaleService", &mut dev).await;
+    let services = reflected_services(&timesale_addr).await;
+    assert!(services.contains(&"cloudmart.timesale.v1.TimeSaleService".to_owned()), "{services:?}");
 
     let endpoint = format!("http://{order_addr}");
     let smoke = move |args: &[&str]| {

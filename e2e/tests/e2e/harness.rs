@@ -38,6 +38,8 @@ pub struct Proc {
     pub name: String,
     pub child: Child,
     pub log: PathBuf,
+    /// `METRICS_ADDR` it was started with (host:port of `/metrics`).
+    pub metrics_addr: Option<String>,
 }
 
 impl Proc {
@@ -57,7 +59,7 @@ impl Proc {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {binary}: {e}"));
         eprintln!("[e2e] started {binary} (pid {}), log {}", child.id(), log.display());
-        Proc { name: binary.to_owned(), child, log }
+        Proc { name: binary.to_owned(), child, log, metrics_addr: env.get("METRICS_ADDR").cloned() }
     }
 
     /// SIGTERM, then wait for a clean exit (status 0) within `within`.

@@ -7,3 +7,5 @@ mod harness;
 
 mod dev;
 mod saga;
+mod timesale;
+mod tracing;

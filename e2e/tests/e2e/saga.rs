@@ -194,9 +194,10 @@ async fn orders_reach_the_right_terminal_state_over_processes() {
     let log = delivery.log_text() + &order.log_text();
     assert!(log.contains("duplicate event ignored"), "the consumers saw and ignored the duplicates");
 
-    // Graceful shutdown on SIGTERM: exit 0.
+    // Graceful shutdown on SIGTERM: exit 0; then every invariant holds.
     assert!(order.terminate(Duration::from_secs(30)).success());
     assert!(delivery.terminate(Duration::from_secs(30)).success());
+    crate::timesale::audit(&sys.order_db, &sys.delivery_db, None);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,6 +21,7 @@ use cloudmart_platform::{
     db,
     grpc::GrpcServer,
     kafka,
+    metrics::MetricsServer,
     outbox::{OutboxRelay, OutboxSignal},
     proto::delivery::v1::delivery_service_server::DeliveryServiceServer,
     service::{ServiceRuntime, worker},
@@ -120,6 +121,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
         let addr = listener.local_addr()?;
+        let metrics = MetricsServer::bind(config.metrics_addr).await?;
         let api = grpc::DeliveryApi { db: db.clone(), rules: rules.clone() };
         let server = GrpcServer::new(listener, config.server.clone()).add_service(DeliveryServiceServer::new(api));
         let consumer = IdempotentConsumer::new(
@@ -131,8 +133,9 @@ impl Application {
             events::DeliveryEvents { rules },
             signal.clone(),
         );
-        let mut runtime =
-            ServiceRuntime::new("delivery", server).with_worker("consumer", worker(move |t| consumer.run(t)));
+        let mut runtime = ServiceRuntime::new("delivery", server)
+            .with_worker("metrics", metrics.worker())
+            .with_worker("consumer", worker(move |t| consumer.run(t)));
         if config.outbox_relay == RelayMode::On {
             let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
             runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));

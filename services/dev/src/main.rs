@@ -37,11 +37,20 @@ struct Args {
     /// time-sale gRPC address.
     #[arg(long, default_value = "127.0.0.1:50053")]
     timesale_addr: SocketAddr,
+    /// Metrics of order, delivery and time-sale on 127.0.0.1 at this port and the next
+    /// two (0 = ephemeral ports).
+    #[arg(long, default_value_t = 9101)]
+    metrics_port_base: u16,
     /// Postal codes whose deliveries always fail (to watch the compensation).
     #[arg(long, env = "FAULT_DELIVERY_FAIL_POSTAL_CODES", default_value = "99999")]
     fail_postal_codes: String,
     #[command(flatten)]
     telemetry: TelemetryArgs,
+}
+
+fn metrics_addr(base: u16, offset: u16) -> SocketAddr {
+    let port = if base == 0 { 0 } else { base.saturating_add(offset) };
+    SocketAddr::from(([127, 0, 0, 1], port))
 }
 
 #[tokio::main]
@@ -65,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
 
     let mut delivery_cfg = cloudmart_delivery::Config::for_tests(&db("delivery"), kafka.clone());
     delivery_cfg.grpc_addr = args.delivery_addr;
+    delivery_cfg.metrics_addr = metrics_addr(args.metrics_port_base, 1);
     delivery_cfg.group_id = "cloudmart-delivery".into();
     delivery_cfg.fault_delivery_fail_postal_codes = args.fail_postal_codes.split(',').map(str::to_owned).collect();
     let delivery = cloudmart_delivery::Application::build(delivery_cfg).await?;
@@ -72,11 +82,13 @@ async fn main() -> anyhow::Result<()> {
     let mut order_cfg =
         cloudmart_order::Config::for_tests(&db("order"), kafka.clone(), &format!("http://{}", delivery.grpc_addr()));
     order_cfg.grpc_addr = args.order_addr;
+    order_cfg.metrics_addr = metrics_addr(args.metrics_port_base, 0);
     order_cfg.group_id = "cloudmart-order".into();
     let order = cloudmart_order::Application::build(order_cfg).await?;
 
     let mut timesale_cfg = cloudmart_timesale::Config::for_tests(&db("timesale"), kafka.clone());
     timesale_cfg.grpc_addr = args.timesale_addr;
+    timesale_cfg.metrics_addr = metrics_addr(args.metrics_port_base, 2);
     timesale_cfg.group_id = "cloudmart-timesale".into();
     let timesale = cloudmart_timesale::Application::build(timesale_cfg).await?;
 
@@ -99,6 +111,7 @@ cloudmart is running (Ctrl-C to stop)
   order     grpc://{order_addr}   cloudmart.order.v1.OrderService
   delivery  grpc://{delivery_addr}   cloudmart.delivery.v1.DeliveryService
   timesale  grpc://{timesale_addr}   cloudmart.timesale.v1.TimeSaleService
+  metrics   {metrics} (order, delivery, timesale)
   kafka     {brokers}   ({kafka_kind})
   data      {data}/{{order,delivery,timesale}}.db (SQLite)
   fault     deliveries to postal code(s) {fail} always fail
@@ -115,6 +128,12 @@ Place an order (reflection is on, no .proto files needed):
         kafka_kind = if args.kafka_brokers.is_some() { "external" } else { "embedded mock broker" },
         data = args.data_dir.display(),
         fail = args.fail_postal_codes,
+        metrics = if args.metrics_port_base == 0 {
+            "http://127.0.0.1:<ephemeral>/metrics".to_owned()
+        } else {
+            let b = args.metrics_port_base;
+            format!("http://127.0.0.1:{{{b},{},{}}}/metrics", b + 1, b + 2)
+        },
     );
 
     let mut result = Ok(());

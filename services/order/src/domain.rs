@@ -95,8 +95,8 @@ pub fn decide(status: OrderStatus, event: &OrderEvent) -> Transition {
     }
 }
 
-pub use cloudmart_platform::validate::{Address, FieldError, idempotency_key};
 use cloudmart_platform::validate::text;
+pub use cloudmart_platform::validate::{Address, FieldError, idempotency_key};
 
 /// One validated line item.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

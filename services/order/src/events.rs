@@ -62,6 +62,13 @@ async fn on_delivery_outcome(txn: &DatabaseTransaction, order_id: &str, event: O
                 return Err(HandleError::Transient(anyhow::anyhow!("order {order_id} changed concurrently")));
             }
             tracing::info!(%order_id, to = %status, "order moved by delivery event");
+            // Counted when the transaction commits; a rolled-back attempt is retried and
+            // may count twice (metrics are approximate, the database is the truth).
+            cloudmart_platform::metrics::counter(
+                "orders_total",
+                "Orders reaching a status through this process.",
+                &[("status", status.as_str())],
+            );
         }
         Transition::Ignore | Transition::Reject(_) => {
             tracing::debug!(%order_id, from = %status, ?event, "event absorbed");

@@ -107,6 +107,11 @@ impl OrderService for OrderApi {
                 txn.commit().await.map_err(db_err)?;
                 self.signal.notify();
                 tracing::info!(order_id = %row.order_id, customer_id = %row.customer_id, "order placed");
+                cloudmart_platform::metrics::counter(
+                    "orders_total",
+                    "Orders reaching a status through this process.",
+                    &[("status", "PENDING")],
+                );
                 Ok(Response::new(pb::PlaceOrderResponse { order: Some(store::to_proto(&row)) }))
             }
             Err(e) if is_unique_violation(&e) && key.is_some() => {
@@ -173,6 +178,11 @@ impl OrderService for OrderApi {
                             txn.commit().await.map_err(db_err)?;
                             self.signal.notify();
                             tracing::info!(order_id = %id, "order cancelled by request");
+                            cloudmart_platform::metrics::counter(
+                                "orders_total",
+                                "Orders reaching a status through this process.",
+                                &[("status", "CANCELLED")],
+                            );
                             return Ok(Response::new(store::to_proto(&updated)));
                         }
                         None => continue,

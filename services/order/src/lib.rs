@@ -23,6 +23,7 @@ use cloudmart_platform::{
     db,
     grpc::GrpcServer,
     kafka,
+    metrics::MetricsServer,
     outbox::{OutboxRelay, OutboxSignal},
     proto::order::v1::order_service_server::OrderServiceServer,
     service::{ServiceRuntime, worker},
@@ -109,6 +110,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
         let addr = listener.local_addr()?;
+        let metrics = MetricsServer::bind(config.metrics_addr).await?;
         let api = grpc::OrderApi { db: db.clone(), quotes: quotes.clone(), signal: signal.clone() };
         let server = GrpcServer::new(listener, config.server.clone()).add_service(OrderServiceServer::new(api));
         let consumer = IdempotentConsumer::new(
@@ -120,8 +122,9 @@ impl Application {
             events::OrderEvents { quotes },
             signal.clone(),
         );
-        let mut runtime =
-            ServiceRuntime::new("order", server).with_worker("consumer", worker(move |t| consumer.run(t)));
+        let mut runtime = ServiceRuntime::new("order", server)
+            .with_worker("metrics", metrics.worker())
+            .with_worker("consumer", worker(move |t| consumer.run(t)));
         if config.outbox_relay == RelayMode::On {
             let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
             runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));

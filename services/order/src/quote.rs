@@ -6,6 +6,7 @@ use std::time::Duration;
 use cloudmart_platform::{
     grpc::{reason_of, reasons},
     proto::{delivery::v1 as dpb, delivery::v1::delivery_service_client::DeliveryServiceClient, order::v1 as pb},
+    trace::{TracedChannel, traced_channel},
 };
 use tonic::{Code, transport::Channel};
 
@@ -32,10 +33,11 @@ pub enum Quote {
     Unserviceable(String),
 }
 
-/// Calls `DeliveryService.QuoteDelivery`.
+/// Calls `DeliveryService.QuoteDelivery` (a client span; the trace context travels in the
+/// request metadata).
 #[derive(Clone)]
 pub struct QuoteClient {
-    client: DeliveryServiceClient<Channel>,
+    client: DeliveryServiceClient<TracedChannel>,
     timeout: Duration,
     fallback_fee_cents: i64,
 }
@@ -47,7 +49,7 @@ impl QuoteClient {
             .map_err(|e| anyhow::anyhow!("DELIVERY_ENDPOINT {endpoint:?} is not a URI: {e}"))?
             .connect_timeout(timeout)
             .connect_lazy();
-        Ok(Self { client: DeliveryServiceClient::new(channel), timeout, fallback_fee_cents })
+        Ok(Self { client: DeliveryServiceClient::new(traced_channel(channel)), timeout, fallback_fee_cents })
     }
 
     /// Quotes a fee; falls back to the flat fee when delivery fails or is slow.

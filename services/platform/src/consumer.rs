@@ -8,7 +8,11 @@
 //! error in the `dlq_error` header, and the consumer keeps going. Transient failures
 //! (database down) are retried with backoff and never skip a record.
 
-use std::time::Duration;
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::Utc;
@@ -25,6 +29,10 @@ use sea_orm::{
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How often a partition's lag is measured (at most).
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 use crate::{
     config::KafkaArgs,
@@ -149,7 +157,8 @@ pub async fn apply<H: EventHandler + ?Sized>(
 /// Consumes `topics`, applying each event exactly once to the service's database.
 pub struct IdempotentConsumer<H> {
     db: DatabaseConnection,
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer>,
+    lag_checked: Mutex<HashMap<(String, i32), std::time::Instant>>,
     dlq: FutureProducer,
     kafka: KafkaArgs,
     topics: Vec<&'static str>,
@@ -167,7 +176,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         handler: H,
         signal: OutboxSignal,
     ) -> Self {
-        Self { db, consumer, dlq, kafka, topics, handler, signal }
+        Self { db, consumer: Arc::new(consumer), lag_checked: Mutex::default(), dlq, kafka, topics, handler, signal }
     }
 
     /// Runs until `token` is cancelled, then commits the consumer's offsets.
@@ -217,6 +226,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 offset: m.offset(),
             },
             Err(reason) => {
+                crate::metrics::consumed(&topic, "dead_lettered", Duration::ZERO);
                 if !self.dead_letter(m, &reason, token).await {
                     return Ok(false);
                 }
@@ -224,36 +234,104 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 return Ok(true);
             }
         };
+        // One span per record, a child of the publishing span named in the headers; the
+        // handler (and the outbox rows it writes) runs inside it, so the trace continues.
+        let span = tracing::info_span!(
+            "consumer.process",
+            otel.name = format!("process {}", event.topic),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = %m.topic(),
+            messaging.operation.type = "process",
+            messaging.operation.name = "process",
+            messaging.destination.partition.id = %m.partition(),
+            messaging.kafka.offset = m.offset(),
+            messaging.message.id = %event.meta.id,
+            messaging.kafka.message.key = event.key.as_deref().unwrap_or_default(),
+            cloudevents.event_type = %event.meta.ce_type,
+            cloudevents.event_source = %event.meta.source,
+            otel.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        crate::trace::set_remote_parent(
+            &span,
+            crate::trace::context_from(event.meta.traceparent.as_deref(), event.meta.tracestate.as_deref()),
+        );
+        let started = std::time::Instant::now();
+        let outcome = self.process(m, &event, token).instrument(span.clone()).await;
+        let result = match outcome {
+            None => return Ok(false),
+            Some(result) => result,
+        };
+        if result == "dead_lettered" {
+            span.record("otel.status_code", "ERROR");
+        }
+        crate::metrics::consumed(&event.topic, result, started.elapsed());
+        self.commit(m);
+        self.measure_lag(m);
+        Ok(true)
+    }
+
+    /// Applies one event, retrying transient failures; `None` when shutdown interrupted it,
+    /// else what happened (`applied`, `duplicate`, `dead_lettered`).
+    async fn process(
+        &self,
+        m: &BorrowedMessage<'_>,
+        event: &InboundEvent,
+        token: &CancellationToken,
+    ) -> Option<&'static str> {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match apply(&self.db, &self.handler, &event).await {
+            match apply(&self.db, &self.handler, event).await {
                 Ok(Applied::Applied) => {
                     self.signal.notify();
                     tracing::debug!(event_id = %event.meta.id, ce_type = %event.meta.ce_type, "event applied");
-                    break;
+                    return Some("applied");
                 }
                 Ok(Applied::Duplicate) => {
                     tracing::info!(event_id = %event.meta.id, ce_type = %event.meta.ce_type, "duplicate event ignored");
-                    break;
+                    return Some("duplicate");
                 }
                 Err(HandleError::Permanent(e)) => {
+                    tracing::Span::current().record("error.type", "permanent");
                     if !self.dead_letter(m, &format!("{e:#}"), token).await {
-                        return Ok(false);
+                        return None;
                     }
-                    break;
+                    return Some("dead_lettered");
                 }
                 Err(HandleError::Transient(e)) => {
                     tracing::warn!(event_id = %event.meta.id, error = %e, retry_in = ?backoff, "event failed; retrying");
                     tokio::select! {
-                        _ = token.cancelled() => return Ok(false),
+                        _ = token.cancelled() => return None,
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
-        self.commit(m);
-        Ok(true)
+    }
+
+    /// Updates the lag gauge of `m`'s partition from its high watermark, at most every
+    /// few seconds per partition and off the consumer's path (a metadata round trip).
+    fn measure_lag(&self, m: &BorrowedMessage<'_>) {
+        let key = (m.topic().to_owned(), m.partition());
+        {
+            let mut last = self.lag_checked.lock().unwrap_or_else(|e| e.into_inner());
+            let now = std::time::Instant::now();
+            if last.get(&key).is_some_and(|t| now.duration_since(*t) < LAG_INTERVAL) {
+                return;
+            }
+            last.insert(key.clone(), now);
+        }
+        let consumer = self.consumer.clone();
+        let (topic, partition) = key;
+        let offset = m.offset();
+        let logical = topic.strip_prefix(self.kafka.topic_prefix.as_str()).unwrap_or(&topic).to_owned();
+        tokio::task::spawn_blocking(move || {
+            if let Ok((_, high)) = consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)) {
+                crate::metrics::consumer_lag(&logical, partition, high - offset - 1);
+            }
+        });
     }
 
     fn commit(&self, m: &BorrowedMessage<'_>) {
@@ -267,6 +345,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         let dlq_topic = topics::dlq(m.topic());
         let origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
         tracing::warn!(topic = %m.topic(), %origin, %error, "dead-lettering record");
+        crate::metrics::dead_lettered(m.topic().strip_prefix(self.kafka.topic_prefix.as_str()).unwrap_or(m.topic()));
         loop {
             let mut h = OwnedHeaders::new();
             if let Some(orig) = m.headers() {

@@ -76,6 +76,12 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Rows per multi-row INSERT. Keeps each statement well under the 64 KiB loopback MSS:
+/// the PostgreSQL driver does not set TCP_NODELAY, and a statement that spills into a
+/// small trailing segment waits ~40 ms for a delayed ACK (Nagle). Measured: one
+/// 255-row insert ~48 ms, the same rows in chunks of 32 a few ms.
+pub const INSERT_CHUNK: usize = 32;
+
 /// Arbitrary but fixed key of the migration advisory lock.
 const MIGRATION_LOCK_KEY: i64 = 0x636c_6f75_646d_6172; // "cloudmar"
 

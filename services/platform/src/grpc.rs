@@ -3,6 +3,8 @@
 //! [`GrpcServer`] serves the service's routes plus `grpc.health.v1.Health` (NOT_SERVING
 //! until [`GrpcServer::health`] marks it serving, and again while draining) and server
 //! reflection. The stack, outermost first:
+//! 0. tracing and RPC metrics ([`crate::trace::GrpcServerTraceLayer`]): a server span per
+//!    call, child of the caller's `traceparent`;
 //! 1. load shedding: at most `GRPC_CONCURRENCY_LIMIT` calls in flight; the rest get
 //!    `RESOURCE_EXHAUSTED` at once instead of waiting in a queue (health and reflection
 //!    are exempt, so probes keep answering under overload);
@@ -154,6 +156,7 @@ impl GrpcServer {
         }
         let incoming = TcpListenerStream::new(self.listener);
         builder
+            .layer(crate::trace::GrpcServerTraceLayer)
             .layer(LoadShedLayer::new(self.args.concurrency_limit as usize))
             .add_routes(routes)
             .serve_with_incoming_shutdown(incoming, token.cancelled_owned())

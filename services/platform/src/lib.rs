@@ -3,8 +3,12 @@
 //! # Layout
 //! - [`config`] — the flags/env vars shared by every service (Kafka, gRPC server, logs),
 //!   parsed with clap so `--help` documents each variable.
-//! - [`telemetry`] — `tracing` logs (`LOG_FORMAT=json|pretty`); [`telemetry::init`] returns
-//!   a guard that flushes on drop, so exporters plug in without touching services.
+//! - [`telemetry`] — `tracing` logs (`LOG_FORMAT=json|pretty`, JSON lines carry
+//!   `trace_id`/`span_id`) and OTLP/gRPC trace export when `OTEL_EXPORTER_OTLP_ENDPOINT`
+//!   is set; [`telemetry::init`] returns a guard that flushes on drop.
+//! - [`trace`] — W3C trace context over gRPC (server/client tower layers) and Kafka.
+//! - [`metrics`] — the Prometheus registry, the platform's metrics, business counters and
+//!   the `METRICS_ADDR` `/metrics` server.
 //! - [`grpc`] — server bootstrap — health (`grpc.health.v1`), reflection, a tower stack
 //!   (load shedding + timeout), graceful drain — and the status helpers that map domain
 //!   refusals to `FAILED_PRECONDITION` + `google.rpc.ErrorInfo`.
@@ -22,11 +26,13 @@ pub mod db;
 pub mod events;
 pub mod grpc;
 pub mod kafka;
+pub mod metrics;
 pub mod outbox;
 pub mod service;
 pub mod telemetry;
-pub mod validate;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod trace;
+pub mod validate;
 
 pub use cloudmart_proto as proto;

@@ -28,6 +28,8 @@ use sea_orm::{
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
     config::KafkaArgs,
@@ -109,13 +111,21 @@ pub async fn enqueue_many<E: CloudEvent, C: ConnectionTrait>(
     if events.is_empty() {
         return Ok(Vec::new());
     }
-    let (ids, rows): (Vec<String>, Vec<entity::ActiveModel>) = events.iter().map(|e| outbox_row(source, e)).unzip();
-    entity::Entity::insert_many(rows).exec_without_returning(txn).await?;
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(crate::db::INSERT_CHUNK) {
+        let (chunk_ids, rows): (Vec<String>, Vec<entity::ActiveModel>) =
+            chunk.iter().map(|e| outbox_row(source, e)).unzip();
+        entity::Entity::insert_many(rows).exec_without_returning(txn).await?;
+        ids.extend(chunk_ids);
+    }
     Ok(ids)
 }
 
+/// The row for `event`; it stores the trace context of the current span (the transaction
+/// writing it), which the relay continues when it publishes — also after a restart.
 fn outbox_row<E: CloudEvent>(source: &str, event: &E) -> (String, entity::ActiveModel) {
     let event_id = uuid::Uuid::new_v4().to_string();
+    let (traceparent, tracestate) = crate::trace::current_headers();
     let row = entity::ActiveModel {
         event_id: Set(event_id.clone()),
         topic: Set(E::TOPIC.to_owned()),
@@ -123,8 +133,8 @@ fn outbox_row<E: CloudEvent>(source: &str, event: &E) -> (String, entity::Active
         event_type: Set(E::TYPE.to_owned()),
         source: Set(source.to_owned()),
         payload: Set(event.encode_to_vec()),
-        traceparent: Set(None),
-        tracestate: Set(None),
+        traceparent: Set(traceparent),
+        tracestate: Set(tracestate),
         created_at: Set(Utc::now()),
         published_at: Set(None),
         ..Default::default()
@@ -178,26 +188,74 @@ impl OutboxRelay {
         }
         let topics: Vec<String> = rows.iter().map(|r| self.kafka.topic(&r.topic)).collect();
         let sends = rows.iter().zip(&topics).map(|(row, topic)| {
+            // The publish span continues the trace of the transaction that wrote the row,
+            // and the consumer continues the publish span (its context goes in the headers).
+            let span = tracing::info_span!(
+                "outbox.publish",
+                otel.name = format!("publish {}", row.topic),
+                otel.kind = "producer",
+                messaging.system = "kafka",
+                messaging.destination.name = %topic,
+                messaging.operation.type = "publish",
+                messaging.operation.name = "publish",
+                messaging.message.id = %row.event_id,
+                messaging.kafka.message.key = %row.event_key,
+                cloudevents.event_type = %row.event_type,
+                messaging.destination.partition.id = tracing::field::Empty,
+                messaging.kafka.offset = tracing::field::Empty,
+                otel.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            );
+            crate::trace::set_remote_parent(
+                &span,
+                crate::trace::context_from(row.traceparent.as_deref(), row.tracestate.as_deref()),
+            );
+            let (traceparent, tracestate) = match crate::trace::context_headers(&span.context()) {
+                (Some(tp), ts) => (Some(tp), ts),
+                // Export off: pass the stored context through unchanged.
+                (None, _) => (row.traceparent.clone(), row.tracestate.clone()),
+            };
             let meta = EventMeta {
                 id: row.event_id.clone(),
                 ce_type: row.event_type.clone(),
                 source: row.source.clone(),
                 time: row.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
-                traceparent: row.traceparent.clone(),
-                tracestate: row.tracestate.clone(),
+                traceparent,
+                tracestate,
             };
             let record = FutureRecord::to(topic)
                 .key(row.event_key.as_bytes())
                 .payload(row.payload.as_slice())
                 .headers(meta.to_headers());
-            self.producer.send(record, Timeout::After(Duration::from_secs(15)))
+            let send = self.producer.send(record, Timeout::After(Duration::from_secs(15)));
+            let recorder = span.clone();
+            async move {
+                let result = send.await;
+                match &result {
+                    Ok(delivery) => {
+                        recorder.record("messaging.destination.partition.id", delivery.partition.to_string());
+                        recorder.record("messaging.kafka.offset", delivery.offset);
+                    }
+                    Err((e, _)) => {
+                        recorder.record("otel.status_code", "ERROR");
+                        recorder.record("error.type", e.to_string());
+                    }
+                }
+                result
+            }
+            .instrument(span)
         });
         let results = futures::future::join_all(sends).await;
         let mut sent = Vec::with_capacity(rows.len());
         for (row, result) in rows.iter().zip(results) {
             match result {
-                Ok(_) => sent.push(row.id),
+                Ok(_) => {
+                    let latency = (Utc::now() - row.created_at).to_std().unwrap_or_default();
+                    crate::metrics::outbox_published(&row.topic, &row.event_type, latency);
+                    sent.push(row.id)
+                }
                 Err((e, _)) => {
+                    crate::metrics::outbox_publish_failed(&row.topic);
                     tracing::warn!(event_id = %row.event_id, topic = %row.topic, error = %e, "outbox publish failed; will retry")
                 }
             }
@@ -232,8 +290,17 @@ impl OutboxRelay {
     /// Runs until `token` is cancelled, then publishes what is left and flushes.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(100);
+        let mut measured: Option<std::time::Instant> = None;
         loop {
-            match self.drain().await {
+            let pass = self.drain().await;
+            if measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                measured = Some(std::time::Instant::now());
+                match backlog(&self.db).await {
+                    Ok(n) => crate::metrics::outbox_backlog(n),
+                    Err(e) => tracing::debug!(error = %e, "outbox backlog not measured"),
+                }
+            }
+            match pass {
                 Ok(_) => backoff = Duration::from_millis(100),
                 Err(e) => {
                     tracing::warn!(error = %e, "outbox relay pass failed");

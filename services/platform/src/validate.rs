@@ -84,9 +84,7 @@ pub fn idempotency_key(value: &str) -> Result<Option<String>, FieldError> {
 
 /// A UUID-valued id field, normalised to its hyphenated lower-case form.
 pub fn uuid(field: &str, value: &str) -> Result<String, FieldError> {
-    uuid::Uuid::parse_str(value.trim())
-        .map(|u| u.to_string())
-        .map_err(|_| FieldError::new(field, "must be a UUID"))
+    uuid::Uuid::parse_str(value.trim()).map(|u| u.to_string()).map_err(|_| FieldError::new(field, "must be a UUID"))
 }
 
 #[cfg(test)]
@@ -96,7 +94,8 @@ mod tests {
 
     #[test]
     fn addresses() {
-        let good = ShippingAddress { line1: "1".into(), city: "c".into(), postal_code: "p".into(), country: "kr".into() };
+        let good =
+            ShippingAddress { line1: "1".into(), city: "c".into(), postal_code: "p".into(), country: "kr".into() };
         assert_eq!(address(Some(&good)).unwrap().country, "KR");
         assert_eq!(address(None).unwrap_err().field, "shipping_address");
         let bad = ShippingAddress { city: " ".into(), ..good.clone() };

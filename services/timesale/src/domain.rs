@@ -107,7 +107,9 @@ pub fn decide(status: PurchaseStatus, event: PurchaseEvent) -> PurchaseAction {
         (Reserved, PurchaseEvent::OrderPlaced) => PurchaseAction::LinkOrder,
         (Reserved, PurchaseEvent::OrderConfirmed) => PurchaseAction::MarkOrdered,
         (Reserved | Ordered, PurchaseEvent::OrderCancelled) => PurchaseAction::CancelAndRestore,
-        (Ordered, PurchaseEvent::OrderPlaced | PurchaseEvent::OrderConfirmed) | (Cancelled, _) => PurchaseAction::Ignore,
+        (Ordered, PurchaseEvent::OrderPlaced | PurchaseEvent::OrderConfirmed) | (Cancelled, _) => {
+            PurchaseAction::Ignore
+        }
     }
 }
 
@@ -228,18 +230,30 @@ mod tests {
         let (d, granted) = decide_batch(3, 1, &HashMap::new(), &asks);
         assert_eq!(
             d,
-            vec![Decision::Granted, Decision::LimitExceeded, Decision::LimitExceeded, Decision::Granted, Decision::Granted]
+            vec![
+                Decision::Granted,
+                Decision::LimitExceeded,
+                Decision::LimitExceeded,
+                Decision::Granted,
+                Decision::Granted
+            ]
         );
         assert_eq!(granted, 3);
-        let (d, granted) = decide_batch(1, 5, &HashMap::new(), &[ask("a", 2, None), ask("b", 1, None), ask("c", 1, None)]);
-        assert_eq!(d, vec![Decision::SoldOut, Decision::Granted, Decision::SoldOut], "a big ask does not block a small one");
+        let (d, granted) =
+            decide_batch(1, 5, &HashMap::new(), &[ask("a", 2, None), ask("b", 1, None), ask("c", 1, None)]);
+        assert_eq!(
+            d,
+            vec![Decision::SoldOut, Decision::Granted, Decision::SoldOut],
+            "a big ask does not block a small one"
+        );
         assert_eq!(granted, 1);
     }
 
     #[test]
     fn batch_uses_existing_allocations_and_replays_keys() {
         let existing = HashMap::from([("a".to_owned(), 1)]);
-        let asks = vec![ask("a", 1, Some("k")), ask("b", 1, Some("k")), ask("b", 1, Some("k")), ask("b", 1, Some("k2"))];
+        let asks =
+            vec![ask("a", 1, Some("k")), ask("b", 1, Some("k")), ask("b", 1, Some("k")), ask("b", 1, Some("k2"))];
         let (d, granted) = decide_batch(10, 2, &existing, &asks);
         assert_eq!(d, vec![Decision::Granted, Decision::Granted, Decision::SameAs(1), Decision::Granted]);
         assert_eq!(granted, 3);

@@ -46,7 +46,12 @@ impl EventHandler for TimeSaleEvents {
     }
 }
 
-async fn apply(txn: &DatabaseTransaction, purchase_id: &str, order_id: &str, what: PurchaseEvent) -> Result<(), HandleError> {
+async fn apply(
+    txn: &DatabaseTransaction,
+    purchase_id: &str,
+    order_id: &str,
+    what: PurchaseEvent,
+) -> Result<(), HandleError> {
     let Some(p) = store::find_purchase(txn, purchase_id).await? else {
         tracing::warn!(%purchase_id, ?what, "order event for an unknown purchase; skipped");
         return Ok(());
@@ -61,7 +66,9 @@ async fn apply(txn: &DatabaseTransaction, purchase_id: &str, order_id: &str, wha
             }
         }
         PurchaseAction::MarkOrdered => {
-            if !store::move_purchase(txn, purchase_id, &p.status, PurchaseStatus::Ordered.as_str(), Some(order_id)).await? {
+            if !store::move_purchase(txn, purchase_id, &p.status, PurchaseStatus::Ordered.as_str(), Some(order_id))
+                .await?
+            {
                 return Err(conflict());
             }
             tracing::info!(%purchase_id, %order_id, "purchase ordered");

@@ -5,6 +5,7 @@ use std::{collections::HashMap, sync::Arc};
 use chrono::{DateTime, Utc};
 use cloudmart_platform::{
     grpc::{internal, not_found, reasons, refusal},
+    metrics,
     proto::timesale::v1::{self as pb, time_sale_service_server::TimeSaleService},
     validate::{self, FieldError},
 };
@@ -71,7 +72,8 @@ impl TimeSaleApi {
         if let Some(t) = self.terms.read().await.get(sale_id) {
             return Ok(t.clone());
         }
-        let row = store::find_sale(&self.db, sale_id).await.map_err(internal)?.ok_or_else(|| not_found("sale", sale_id))?;
+        let row =
+            store::find_sale(&self.db, sale_id).await.map_err(internal)?.ok_or_else(|| not_found("sale", sale_id))?;
         let t = store::terms(&row);
         self.terms.write().await.insert(sale_id.to_owned(), t.clone());
         Ok(t)
@@ -111,10 +113,23 @@ impl TimeSaleService for TimeSaleApi {
     async fn get_sale(&self, request: Request<pb::GetSaleRequest>) -> Result<Response<pb::Sale>, Status> {
         let id = validate::uuid("sale_id", &request.get_ref().sale_id)?;
         let row = store::find_sale(&self.db, &id).await.map_err(internal)?.ok_or_else(|| not_found("sale", &id))?;
+        if row.ends_at > Utc::now() {
+            metrics::gauge(
+                "timesale_stock_remaining",
+                "Remaining stock of a sale (as last read).",
+                &[("sale_id", &row.sale_id)],
+                i64::from(row.remaining_stock),
+            );
+        } else {
+            metrics::gauge_remove("timesale_stock_remaining", &[("sale_id", &row.sale_id)]);
+        }
         Ok(Response::new(sale_to_proto(&row)))
     }
 
-    async fn list_sales(&self, request: Request<pb::ListSalesRequest>) -> Result<Response<pb::ListSalesResponse>, Status> {
+    async fn list_sales(
+        &self,
+        request: Request<pb::ListSalesRequest>,
+    ) -> Result<Response<pb::ListSalesResponse>, Status> {
         let at = request.get_ref().active_only.then(Utc::now);
         let rows = store::list_sales(&self.db, at).await.map_err(internal)?;
         Ok(Response::new(pb::ListSalesResponse { sales: rows.iter().map(sale_to_proto).collect() }))
@@ -147,7 +162,15 @@ impl TimeSaleService for TimeSaleApi {
             ));
         }
         let req = Reserve { customer_id, quantity: r.quantity, idempotency_key: key, address };
-        match self.ledger.reserve(&sale, req).await {
+        let result = self.ledger.reserve(&sale, req).await;
+        let outcome = match &result {
+            Ok(_) => "reserved",
+            Err(ReserveError::SoldOut) => "sold_out",
+            Err(ReserveError::LimitExceeded) => "limit_exceeded",
+            Err(_) => "error",
+        };
+        metrics::counter("timesale_purchases_total", "Purchase attempts by outcome.", &[("outcome", outcome)]);
+        match result {
             Ok(p) => Ok(Response::new(pb::PurchaseResponse { purchase: Some(purchase_to_proto(&p)) })),
             Err(ReserveError::SoldOut) => Err(refusal(reasons::SOLD_OUT, format!("sale {sale_id} is sold out"))),
             Err(ReserveError::LimitExceeded) => Err(refusal(
@@ -160,7 +183,8 @@ impl TimeSaleService for TimeSaleApi {
 
     async fn get_purchase(&self, request: Request<pb::GetPurchaseRequest>) -> Result<Response<pb::Purchase>, Status> {
         let id = validate::uuid("purchase_id", &request.get_ref().purchase_id)?;
-        let p = store::find_purchase(&self.db, &id).await.map_err(internal)?.ok_or_else(|| not_found("purchase", &id))?;
+        let p =
+            store::find_purchase(&self.db, &id).await.map_err(internal)?.ok_or_else(|| not_found("purchase", &id))?;
         Ok(Response::new(purchase_to_proto(&p)))
     }
 }

@@ -158,7 +158,10 @@ async fn run_batcher(db: DatabaseConnection, sale: SaleTerms, mut rx: mpsc::Rece
             }
         }
         let reqs: Vec<Reserve> = jobs.iter().map(|j| j.req.clone()).collect();
-        match reserve_batch(&db, &sale, &reqs).await {
+        let started = std::time::Instant::now();
+        let result = reserve_batch(&db, &sale, &reqs).await;
+        tracing::debug!(size = reqs.len(), elapsed = ?started.elapsed(), "reservation batch");
+        match result {
             Ok(results) => {
                 signal.notify();
                 for (job, res) in jobs.into_iter().zip(results) {
@@ -280,9 +283,14 @@ pub async fn reserve_batch(
     let mut asks = Vec::new();
     let mut ask_index = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
-        let replay = r.idempotency_key.as_ref().is_some_and(|k| replays.contains_key(&(r.customer_id.clone(), k.clone())));
+        let replay =
+            r.idempotency_key.as_ref().is_some_and(|k| replays.contains_key(&(r.customer_id.clone(), k.clone())));
         if !replay {
-            asks.push(Ask { customer_id: r.customer_id.clone(), quantity: r.quantity, idempotency_key: r.idempotency_key.clone() });
+            asks.push(Ask {
+                customer_id: r.customer_id.clone(),
+                quantity: r.quantity,
+                idempotency_key: r.idempotency_key.clone(),
+            });
             ask_index.push(i);
         }
     }
@@ -327,8 +335,8 @@ pub async fn reserve_batch(
             // Cannot happen under the row lock; refuse the batch rather than oversell.
             return Err(DbErr::Custom(format!("stock of sale {} moved under the lock", sale.sale_id)));
         }
-        let (existing, fresh): (Vec<(String, i32)>, Vec<(String, i32)>) =
-            added.into_iter().partition(|(c, _)| allocated.contains_key(c));
+        type Units = Vec<(String, i32)>;
+        let (existing, fresh): (Units, Units) = added.into_iter().partition(|(c, _)| allocated.contains_key(c));
         store::add_allocations(&txn, &sale.sale_id, &existing, &fresh).await?;
         store::insert_purchases(&txn, new_rows).await?;
         outbox::enqueue_many(&txn, SOURCE, &events).await?;

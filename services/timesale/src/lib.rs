@@ -24,6 +24,7 @@ use cloudmart_platform::{
     db,
     grpc::GrpcServer,
     kafka,
+    metrics::MetricsServer,
     outbox::{OutboxRelay, OutboxSignal},
     proto::timesale::v1::time_sale_service_server::TimeSaleServiceServer,
     service::{ServiceRuntime, worker},
@@ -96,6 +97,7 @@ impl Application {
             .await
             .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
         let addr = listener.local_addr()?;
+        let metrics = MetricsServer::bind(config.metrics_addr).await?;
         let api = grpc::TimeSaleApi {
             db: db.clone(),
             ledger: ledger::StockLedger::new(db.clone(), config.reservation, signal.clone()),
@@ -112,8 +114,9 @@ impl Application {
             events::TimeSaleEvents,
             signal.clone(),
         );
-        let mut runtime =
-            ServiceRuntime::new("timesale", server).with_worker("consumer", worker(move |t| consumer.run(t)));
+        let mut runtime = ServiceRuntime::new("timesale", server)
+            .with_worker("consumer", worker(move |t| consumer.run(t)))
+            .with_worker("metrics", metrics.worker());
         if config.outbox_relay == RelayMode::On {
             let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
             runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));

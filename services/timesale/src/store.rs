@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cloudmart_platform::{consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Schema,
+    ActiveValue::Set,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Schema,
     sea_query::{Expr, ExprTrait, Index, OnConflict},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
@@ -247,7 +248,13 @@ pub async fn give_back_stock<C: ConnectionTrait>(db: &C, sale_id: &str, q: i32) 
 }
 
 /// Adds `q` to a customer's allocation if the total stays within `limit`.
-pub async fn allocate<C: ConnectionTrait>(db: &C, sale_id: &str, customer_id: &str, q: i32, limit: i32) -> Result<bool, DbErr> {
+pub async fn allocate<C: ConnectionTrait>(
+    db: &C,
+    sale_id: &str,
+    customer_id: &str,
+    q: i32,
+    limit: i32,
+) -> Result<bool, DbErr> {
     let seed = allocations::ActiveModel {
         sale_id: Set(sale_id.to_owned()),
         customer_id: Set(customer_id.to_owned()),
@@ -284,8 +291,8 @@ pub async fn add_allocations<C: ConnectionTrait>(
             .exec(db)
             .await?;
     }
-    if !new.is_empty() {
-        let rows = new.iter().map(|(c, q)| allocations::ActiveModel {
+    for chunk in new.chunks(cloudmart_platform::db::INSERT_CHUNK) {
+        let rows = chunk.iter().map(|(c, q)| allocations::ActiveModel {
             sale_id: Set(sale_id.to_owned()),
             customer_id: Set(c.clone()),
             quantity: Set(*q),
@@ -295,7 +302,12 @@ pub async fn add_allocations<C: ConnectionTrait>(
     Ok(())
 }
 
-pub async fn release_allocation<C: ConnectionTrait>(db: &C, sale_id: &str, customer_id: &str, q: i32) -> Result<(), DbErr> {
+pub async fn release_allocation<C: ConnectionTrait>(
+    db: &C,
+    sale_id: &str,
+    customer_id: &str,
+    q: i32,
+) -> Result<(), DbErr> {
     allocations::Entity::update_many()
         .col_expr(allocations::Column::Quantity, Expr::col(allocations::Column::Quantity).sub(q))
         .filter(allocations::Column::SaleId.eq(sale_id))
@@ -325,10 +337,9 @@ fn purchase_am(row: PurchaseRow) -> purchases::ActiveModel {
 }
 
 pub async fn insert_purchases<C: ConnectionTrait>(db: &C, rows: Vec<PurchaseRow>) -> Result<(), DbErr> {
-    if rows.is_empty() {
-        return Ok(());
+    for chunk in rows.chunks(cloudmart_platform::db::INSERT_CHUNK) {
+        purchases::Entity::insert_many(chunk.iter().cloned().map(purchase_am)).exec_without_returning(db).await?;
     }
-    purchases::Entity::insert_many(rows.into_iter().map(purchase_am)).exec_without_returning(db).await?;
     Ok(())
 }
 

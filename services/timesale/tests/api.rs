@@ -52,7 +52,13 @@ fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
     Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: 0 })
 }
 
-async fn create_sale(c: &mut TimeSaleServiceClient<Channel>, stock: i32, limit: i32, from_min: i64, to_min: i64) -> pb::Sale {
+async fn create_sale(
+    c: &mut TimeSaleServiceClient<Channel>,
+    stock: i32,
+    limit: i32,
+    from_min: i64,
+    to_min: i64,
+) -> pb::Sale {
     let now = Utc::now();
     c.create_sale(pb::CreateSaleRequest {
         sku: "TV-55".into(),
@@ -128,7 +134,10 @@ async fn refusals_have_the_right_code_and_reason_and_write_nothing() {
     }
     let active = t.client.list_sales(pb::ListSalesRequest { active_only: true }).await.unwrap().into_inner();
     assert_eq!(active.sales.iter().map(|s| s.sale_id.clone()).collect::<Vec<_>>(), vec![open.sale_id.clone()]);
-    assert_eq!(t.client.list_sales(pb::ListSalesRequest { active_only: false }).await.unwrap().into_inner().sales.len(), 3);
+    assert_eq!(
+        t.client.list_sales(pb::ListSalesRequest { active_only: false }).await.unwrap().into_inner().sales.len(),
+        3
+    );
     t.stop().await;
 }
 

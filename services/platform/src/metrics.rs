@@ -1,0 +1,341 @@
+//! Prometheus metrics: one process-wide registry, served as text on `METRICS_ADDR/metrics`.
+//!
+//! The platform records its own metrics (RPC, outbox, consumer, DLQ) where they happen;
+//! services add business counters and gauges with [`counter`] and [`gauge`]:
+//!
+//! ```
+//! cloudmart_platform::metrics::counter("orders_total", "Orders by status reached.", &[("status", "CONFIRMED")]);
+//! ```
+//!
+//! Serving is one worker: `MetricsServer::bind(config.metrics_addr).await?` at build time and
+//! `runtime.with_worker("metrics", metrics.worker())`.
+//!
+//! Every name gets the `cloudmart_` prefix.
+
+use std::{
+    collections::HashMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{LazyLock, Mutex},
+    time::Duration,
+};
+
+use http_body_util::Full;
+use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
+use hyper_util::rt::TokioIo;
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::service::{Worker, worker};
+
+const PREFIX: &str = "cloudmart";
+
+/// Latency buckets (seconds) shared by the duration histograms: 1 ms .. 10 s.
+const LATENCY_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// The process-wide registry (what `/metrics` shows).
+pub fn registry() -> &'static Registry {
+    &M.registry
+}
+
+struct Platform {
+    registry: Registry,
+    rpc_requests: IntCounterVec,
+    rpc_duration: HistogramVec,
+    outbox_backlog: IntGaugeVec,
+    outbox_published: IntCounterVec,
+    outbox_publish_failures: IntCounterVec,
+    outbox_publish_latency: HistogramVec,
+    consumer_processed: IntCounterVec,
+    consumer_duration: HistogramVec,
+    consumer_lag: IntGaugeVec,
+    dlq: IntCounterVec,
+    dynamic_counters: Mutex<HashMap<String, IntCounterVec>>,
+    dynamic_gauges: Mutex<HashMap<String, IntGaugeVec>>,
+}
+
+fn name(n: &str) -> String {
+    format!("{PREFIX}_{n}")
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+
+static M: LazyLock<Platform> = LazyLock::new(|| {
+    let r = Registry::new();
+    let counter = |n: &str, help: &str, labels: &[&str]| {
+        register(&r, IntCounterVec::new(Opts::new(name(n), help), labels).expect("valid metric"))
+    };
+    let gauge = |n: &str, help: &str, labels: &[&str]| {
+        register(&r, IntGaugeVec::new(Opts::new(name(n), help), labels).expect("valid metric"))
+    };
+    let histogram = |n: &str, help: &str, labels: &[&str]| {
+        register(
+            &r,
+            HistogramVec::new(HistogramOpts::new(name(n), help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+                .expect("valid metric"),
+        )
+    };
+    Platform {
+        rpc_requests: counter(
+            "rpc_server_requests_total",
+            "gRPC calls served, by service, method and gRPC status code.",
+            &["rpc_service", "rpc_method", "code"],
+        ),
+        rpc_duration: histogram(
+            "rpc_server_duration_seconds",
+            "gRPC server call duration, by service and method.",
+            &["rpc_service", "rpc_method"],
+        ),
+        outbox_backlog: gauge("outbox_backlog", "Outbox rows not yet published (measured by the relay).", &[]),
+        outbox_published: counter(
+            "outbox_published_total",
+            "Events published by the outbox relay, by topic and CloudEvents type.",
+            &["topic", "type"],
+        ),
+        outbox_publish_failures: counter(
+            "outbox_publish_failures_total",
+            "Outbox publishes the broker refused (retried later), by topic.",
+            &["topic"],
+        ),
+        outbox_publish_latency: histogram(
+            "outbox_publish_latency_seconds",
+            "Time from the outbox write to the broker's acknowledgement, by topic.",
+            &["topic"],
+        ),
+        consumer_processed: counter(
+            "consumer_events_total",
+            "Records consumed, by topic and result (applied, duplicate, dead_lettered).",
+            &["topic", "result"],
+        ),
+        consumer_duration: histogram(
+            "consumer_processing_seconds",
+            "Time to apply one consumed record (transaction included), by topic.",
+            &["topic"],
+        ),
+        consumer_lag: gauge(
+            "consumer_lag",
+            "Records behind the partition's high watermark, by topic and partition.",
+            &["topic", "partition"],
+        ),
+        dlq: counter("dlq_messages_total", "Records sent to the dead-letter topic, by source topic.", &["topic"]),
+        dynamic_counters: Mutex::default(),
+        dynamic_gauges: Mutex::default(),
+        registry: r,
+    }
+});
+
+/// One served gRPC call (called by the server trace layer).
+pub fn rpc_served(service: &str, method: &str, code: i32, elapsed: Duration) {
+    M.rpc_requests.with_label_values(&[service, method, &code.to_string()]).inc();
+    M.rpc_duration.with_label_values(&[service, method]).observe(elapsed.as_secs_f64());
+}
+
+/// Current number of unpublished outbox rows.
+pub fn outbox_backlog(rows: u64) {
+    M.outbox_backlog.with_label_values::<&str>(&[]).set(i64::try_from(rows).unwrap_or(i64::MAX));
+}
+
+/// One event published (`latency`: from its outbox write to the broker's ack).
+pub fn outbox_published(topic: &str, ce_type: &str, latency: Duration) {
+    M.outbox_published.with_label_values(&[topic, ce_type]).inc();
+    M.outbox_publish_latency.with_label_values(&[topic]).observe(latency.as_secs_f64());
+}
+
+/// One publish the broker refused.
+pub fn outbox_publish_failed(topic: &str) {
+    M.outbox_publish_failures.with_label_values(&[topic]).inc();
+}
+
+/// One consumed record and how long applying it took.
+pub fn consumed(topic: &str, result: &str, elapsed: Duration) {
+    M.consumer_processed.with_label_values(&[topic, result]).inc();
+    M.consumer_duration.with_label_values(&[topic]).observe(elapsed.as_secs_f64());
+}
+
+/// Consumer lag of one partition.
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    M.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set(lag.max(0));
+}
+
+/// One record dead-lettered.
+pub fn dead_lettered(topic: &str) {
+    M.dlq.with_label_values(&[topic]).inc();
+}
+
+/// Adds one to the business counter `cloudmart_<name>` (registered on first use with the
+/// label names of that call; later calls must use the same label names).
+pub fn counter(name: &str, help: &str, labels: &[(&str, &str)]) {
+    counter_add(name, help, labels, 1);
+}
+
+/// Adds `n` to the business counter `cloudmart_<name>`.
+pub fn counter_add(name: &str, help: &str, labels: &[(&str, &str)], n: u64) {
+    let mut map = M.dynamic_counters.lock().unwrap_or_else(|e| e.into_inner());
+    let vec = match map.get(name) {
+        Some(v) => v.clone(),
+        None => {
+            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+            let Ok(v) = IntCounterVec::new(Opts::new(self::name(name), help), &names) else {
+                tracing::warn!(metric = name, "invalid metric name or labels; not recorded");
+                return;
+            };
+            if M.registry.register(Box::new(v.clone())).is_err() {
+                tracing::warn!(metric = name, "metric already registered with another type; not recorded");
+                return;
+            }
+            map.insert(name.to_owned(), v.clone());
+            v
+        }
+    };
+    drop(map);
+    let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
+    match vec.get_metric_with_label_values(&values) {
+        Ok(c) => c.inc_by(n),
+        Err(e) => tracing::warn!(metric = name, error = %e, "label mismatch; not recorded"),
+    }
+}
+
+/// Sets the business gauge `cloudmart_<name>` (e.g. stock remaining per active sale).
+pub fn gauge(name: &str, help: &str, labels: &[(&str, &str)], value: i64) {
+    let mut map = M.dynamic_gauges.lock().unwrap_or_else(|e| e.into_inner());
+    let vec = match map.get(name) {
+        Some(v) => v.clone(),
+        None => {
+            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
+            let Ok(v) = IntGaugeVec::new(Opts::new(self::name(name), help), &names) else {
+                tracing::warn!(metric = name, "invalid metric name or labels; not recorded");
+                return;
+            };
+            if M.registry.register(Box::new(v.clone())).is_err() {
+                tracing::warn!(metric = name, "metric already registered with another type; not recorded");
+                return;
+            }
+            map.insert(name.to_owned(), v.clone());
+            v
+        }
+    };
+    drop(map);
+    let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
+    match vec.get_metric_with_label_values(&values) {
+        Ok(g) => g.set(value),
+        Err(e) => tracing::warn!(metric = name, error = %e, "label mismatch; not recorded"),
+    }
+}
+
+/// Removes one labelled series of a business gauge (a sale that ended).
+pub fn gauge_remove(name: &str, labels: &[(&str, &str)]) {
+    let map = M.dynamic_gauges.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(v) = map.get(name) {
+        let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
+        let _ = v.remove_label_values(&values);
+    }
+}
+
+/// The registry in Prometheus text format.
+pub fn render() -> String {
+    let mut buf = Vec::new();
+    if let Err(e) = TextEncoder::new().encode(&M.registry.gather(), &mut buf) {
+        tracing::warn!(error = %e, "metrics encoding failed");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// The `/metrics` HTTP endpoint (HTTP/1.1).
+pub struct MetricsServer {
+    listener: TcpListener,
+}
+
+impl MetricsServer {
+    /// Binds `addr` (`METRICS_ADDR`); port 0 picks a free one.
+    pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
+        let listener =
+            TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: cannot listen: {e}"))?;
+        Ok(Self { listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `token` is cancelled.
+    pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        LazyLock::force(&M);
+        loop {
+            let accepted = tokio::select! {
+                _ = token.cancelled() => return Ok(()),
+                a = self.listener.accept() => a,
+            };
+            let stream = match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "metrics accept failed");
+                    continue;
+                }
+            };
+            let token = token.clone();
+            tokio::spawn(async move {
+                let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service_fn(handle));
+                tokio::select! {
+                    _ = conn => {}
+                    _ = token.cancelled() => {}
+                }
+            });
+        }
+    }
+
+    /// As a [`crate::service::ServiceRuntime`] worker.
+    pub fn worker(self) -> Worker {
+        worker(move |t| self.run(t))
+    }
+}
+
+async fn handle(req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let response = match req.uri().path() {
+        "/metrics" => Response::builder()
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(render()))),
+        "/" => Response::builder().body(Full::new(Bytes::from_static(b"cloudmart metrics: see /metrics\n"))),
+        _ => Response::builder().status(404).body(Full::new(Bytes::from_static(b"not found\n"))),
+    };
+    Ok(response.unwrap_or_else(|_| Response::new(Full::new(Bytes::new()))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn platform_and_business_metrics_render() {
+        rpc_served("cloudmart.test.v1.T", "Do", 0, Duration::from_millis(3));
+        counter("test_things_total", "Things.", &[("status", "OK")]);
+        counter("test_things_total", "Things.", &[("status", "OK")]);
+        gauge("test_stock", "Stock.", &[("sale", "s1")], 7);
+        let text = render();
+        assert!(text.contains("cloudmart_rpc_server_duration_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"cloudmart_test_things_total{status="OK"} 2"#), "{text}");
+        assert!(text.contains(r#"cloudmart_test_stock{sale="s1"} 7"#), "{text}");
+        counter("test_things_total", "Things.", &[("other", "x")]); // label mismatch: ignored
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_over_http() {
+        let server = MetricsServer::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = server.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(server.run(token.clone()));
+        rpc_served("cloudmart.test.v1.T", "Http", 0, Duration::from_millis(1));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        stream.read_to_string(&mut body).await.unwrap();
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(body.contains(r#"rpc_method="Http""#), "{body}");
+        token.cancel();
+        task.await.unwrap().unwrap();
+    }
+}
