@@ -123,6 +123,23 @@ pub async fn enqueue_many<E: CloudEvent, C: ConnectionTrait>(
 
 /// The row for `event`; it stores the trace context of the current span (the transaction
 /// writing it), which the relay continues when it publishes — also after a restart.
+/// Like [`enqueue_many`], each event stored with the trace context of its own span (a
+/// batch written by one task on behalf of many requests keeps every request's trace).
+pub async fn enqueue_many_traced<E: CloudEvent, C: ConnectionTrait>(
+    txn: &C,
+    source: &str,
+    events: &[(E, tracing::Span)],
+) -> Result<Vec<String>, DbErr> {
+    let mut ids = Vec::with_capacity(events.len());
+    for chunk in events.chunks(crate::db::INSERT_CHUNK) {
+        let (chunk_ids, rows): (Vec<String>, Vec<entity::ActiveModel>) =
+            chunk.iter().map(|(e, span)| span.in_scope(|| outbox_row(source, e))).unzip();
+        entity::Entity::insert_many(rows).exec_without_returning(txn).await?;
+        ids.extend(chunk_ids);
+    }
+    Ok(ids)
+}
+
 fn outbox_row<E: CloudEvent>(source: &str, event: &E) -> (String, entity::ActiveModel) {
     let event_id = uuid::Uuid::new_v4().to_string();
     let (traceparent, tracestate) = crate::trace::current_headers();

@@ -161,7 +161,13 @@ impl TimeSaleService for TimeSaleApi {
                 format!("quantity {} exceeds the per-customer limit of {}", r.quantity, sale.per_customer_limit),
             ));
         }
-        let req = Reserve { customer_id, quantity: r.quantity, idempotency_key: key, address };
+        let req = Reserve {
+            customer_id,
+            quantity: r.quantity,
+            idempotency_key: key,
+            address,
+            span: tracing::Span::current(),
+        };
         let result = self.ledger.reserve(&sale, req).await;
         let outcome = match &result {
             Ok(_) => "reserved",

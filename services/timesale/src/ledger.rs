@@ -34,6 +34,7 @@ use cloudmart_platform::{
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QuerySelect, TransactionTrait};
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::{
     domain::{self, Ask, Decision, PurchaseStatus, SaleTerms},
@@ -61,6 +62,9 @@ pub struct Reserve {
     pub quantity: i32,
     pub idempotency_key: Option<String>,
     pub address: Address,
+    /// The request's span: its trace continues through the event, even when another
+    /// task writes the batch.
+    pub span: tracing::Span,
 }
 
 /// Why a reservation was refused (or failed).
@@ -171,7 +175,8 @@ async fn run_batcher(db: DatabaseConnection, sale: SaleTerms, mut rx: mpsc::Rece
             Err(e) => {
                 tracing::warn!(error = %e, size = jobs.len(), "batch failed; answering its requests one by one");
                 for job in jobs {
-                    let res = reserve_one(&db, &sale, job.req).await;
+                    let span = job.req.span.clone();
+                    let res = reserve_one(&db, &sale, job.req).instrument(span).await;
                     let _ = job.reply.send(res);
                 }
                 signal.notify();
@@ -307,7 +312,7 @@ pub async fn reserve_batch(
         let res = match d {
             Decision::Granted => {
                 let p = new_purchase(sale, r);
-                events.push(purchased_event(sale, &p, &r.address));
+                events.push((purchased_event(sale, &p, &r.address), r.span.clone()));
                 *added.entry(r.customer_id.clone()).or_default() += r.quantity;
                 new_rows.push(p.clone());
                 granted_rows.insert(ai, p.clone());
@@ -339,7 +344,7 @@ pub async fn reserve_batch(
         let (existing, fresh): (Units, Units) = added.into_iter().partition(|(c, _)| allocated.contains_key(c));
         store::add_allocations(&txn, &sale.sale_id, &existing, &fresh).await?;
         store::insert_purchases(&txn, new_rows).await?;
-        outbox::enqueue_many(&txn, SOURCE, &events).await?;
+        outbox::enqueue_many_traced(&txn, SOURCE, &events).await?;
     }
     txn.commit().await?;
     Ok(results.into_iter().map(|r| r.expect("every request answered")).collect())
