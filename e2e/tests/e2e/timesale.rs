@@ -35,7 +35,12 @@ pub fn audit(order_db: &str, delivery_db: &str, timesale_db: Option<&str>) {
 }
 
 async fn start_timesale(sys: &System, db: &str, addr: &str) -> Proc {
-    let env = HashMap::from([
+    start_timesale_with(sys, db, addr, &[]).await
+}
+
+/// Starts a time-sale process with extra env vars.
+pub async fn start_timesale_with(sys: &System, db: &str, addr: &str, extra: &[(&str, &str)]) -> Proc {
+    let mut env = HashMap::from([
         ("GRPC_ADDR".to_owned(), addr.to_owned()),
         ("METRICS_ADDR".to_owned(), format!("127.0.0.1:{}", free_port())),
         ("DATABASE_URL".to_owned(), db.to_owned()),
@@ -44,6 +49,7 @@ async fn start_timesale(sys: &System, db: &str, addr: &str) -> Proc {
         ("KAFKA_GROUP_ID".to_owned(), sys.group("timesale")),
         ("KAFKA_CREATE_TOPICS".to_owned(), sys.kafka.args.create_topics.to_string()),
     ]);
+    env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let mut p = Proc::spawn("cloudmart-timesale", &sys.label, &env, &[]);
     wait_serving(addr, "cloudmart.timesale.v1.TimeSaleService", &mut p).await;
     p

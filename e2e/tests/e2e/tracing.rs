@@ -411,3 +411,61 @@ async fn the_trace_survives_a_relay_restart() {
     assert_eq!(chain.last().map(|s| s.name.as_str()), Some(PLACE_ORDER), "{}", dump(&spans));
     drop(order);
 }
+
+/// Saga 3: a time-sale purchase is one trace through time-sale, order and delivery, and
+/// back into time-sale when the order is confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flash_sale_purchase_is_one_trace_into_order_and_delivery() {
+    use cloudmart_platform::proto::timesale::v1::{self as tpb, time_sale_service_client::TimeSaleServiceClient};
+
+    let (collector, endpoint) = Collector::start().await;
+    let sys = System::new("trace_ts").await;
+    let ts_db = cloudmart_platform::testkit::TestDatabase::create("trace_ts_timesale").await.unwrap();
+    let fast = otel_env(&endpoint, "200");
+    let _delivery = sys.start_delivery(&refs(&fast, &[])).await;
+    let _order = sys.start_order(&refs(&fast, &[])).await;
+    let ts_addr = format!("127.0.0.1:{}", crate::harness::free_port());
+    let _timesale = crate::timesale::start_timesale_with(&sys, &ts_db.url, &ts_addr, &refs(&fast, &[])).await;
+    let mut client = TimeSaleServiceClient::connect(format!("http://{ts_addr}")).await.unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let sale = client
+        .create_sale(tpb::CreateSaleRequest {
+            sku: "T-1".into(),
+            title: "traced".into(),
+            price_cents: 100,
+            total_stock: 5,
+            per_customer_limit: 1,
+            starts_at: Some(prost_types::Timestamp { seconds: now - 60, nanos: 0 }),
+            ends_at: Some(prost_types::Timestamp { seconds: now + 3600, nanos: 0 }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let (trace, traceparent) = remote_parent();
+    let mut req = tonic::Request::new(tpb::PurchaseRequest {
+        sale_id: sale.sale_id,
+        customer_id: "trace-buyer".into(),
+        quantity: 1,
+        shipping_address: place_request("10001", "x").shipping_address,
+        idempotency_key: String::new(),
+    });
+    req.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+    client.purchase(req).await.unwrap();
+
+    let spans = collector
+        .wait_for(&trace, "time-sale consuming OrderConfirmed", |s| {
+            consumed(s, "timesale", "cloudmart.order.v1.OrderConfirmed").is_some()
+                && find(s, |x| x.name == "cloudmart.timesale.v1.TimeSaleService/Purchase").is_some()
+        })
+        .await;
+    let purchase = find(&spans, |s| s.name == "cloudmart.timesale.v1.TimeSaleService/Purchase").unwrap();
+    assert_eq!(purchase.service, "timesale");
+    let back = consumed(&spans, "timesale", "cloudmart.order.v1.OrderConfirmed").unwrap();
+    let chain = ancestors(&spans, back);
+    let services: Vec<&str> = chain.iter().map(|s| s.service.as_str()).collect();
+    assert!(chain.iter().any(|s| s.span_id == purchase.span_id), "not one tree:\n{}", dump(&spans));
+    for svc in ["order", "delivery", "timesale"] {
+        assert!(services.contains(&svc), "{svc} missing from the chain {services:?}:\n{}", dump(&spans));
+    }
+    assert!(consumed(&spans, "order", "cloudmart.timesale.v1.TimeSalePurchased").is_some(), "{}", dump(&spans));
+}
