@@ -1,7 +1,7 @@
 //! Persistence of deliveries and the per-region daily capacity.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use cloudmart_platform::{consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable};
 use sea_orm::{
     ActiveValue::Set,
@@ -159,6 +159,4 @@ pub async fn release_capacity<C: ConnectionTrait>(db: &C, postal_code: &str, day
     Ok(())
 }
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
+pub use cloudmart_platform::proto_time as ts;

@@ -234,9 +234,7 @@ pub async fn apply_transition<C: ConnectionTrait>(
     }))
 }
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
+pub use cloudmart_platform::proto_time as ts;
 
 pub fn items_to_json(items: &[LineItem]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".to_owned())

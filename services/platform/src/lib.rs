@@ -36,3 +36,8 @@ pub mod trace;
 pub mod validate;
 
 pub use cloudmart_proto as proto;
+
+/// A UTC time as a protobuf `Timestamp` (the contract's time type).
+pub fn proto_time(t: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
+}

@@ -366,6 +366,4 @@ pub async fn move_purchase<C: ConnectionTrait>(
     Ok(res.rows_affected == 1)
 }
 
-pub fn ts(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }
-}
+pub use cloudmart_platform::proto_time as ts;
