@@ -169,6 +169,13 @@ fn consumed<'a>(spans: &'a [Span], service: &str, ce_type: &str) -> Option<&'a S
     })
 }
 
+/// Whether the parent chain of the consumer span of `service` handling `ce_type` reaches a
+/// span matching `pred`. Processes export their spans in their own batches, so a wait
+/// must ask for the whole chain, not only its ends.
+fn chain_reaches(spans: &[Span], service: &str, ce_type: &str, pred: impl Fn(&Span) -> bool) -> bool {
+    consumed(spans, service, ce_type).is_some_and(|c| ancestors(spans, c).iter().any(|s| pred(s)))
+}
+
 /// The parent chain of `span` (itself first), within `spans`.
 fn ancestors<'a>(spans: &'a [Span], span: &'a Span) -> Vec<&'a Span> {
     let mut chain = vec![span];
@@ -269,9 +276,10 @@ async fn one_order_is_one_trace_through_grpc_and_kafka() {
     wait_status(&mut client, &confirmed, pb::OrderStatus::Confirmed).await;
     let spans = collector
         .wait_for(&trace, "delivery consuming OrderPlaced and order consuming DeliveryScheduled", |s| {
-            consumed(s, "delivery", "cloudmart.order.v1.OrderPlaced").is_some()
-                && consumed(s, "order", "cloudmart.delivery.v1.DeliveryScheduled").is_some()
-                && find(s, |x| x.name == PLACE_ORDER).is_some()
+            chain_reaches(s, "delivery", "cloudmart.order.v1.OrderPlaced", |x| x.name == PLACE_ORDER)
+                && chain_reaches(s, "order", "cloudmart.delivery.v1.DeliveryScheduled", |x| x.name == PLACE_ORDER)
+                && find(s, |x| x.name == QUOTE_DELIVERY && x.kind == 2)
+                    .is_some_and(|q| find(s, |c| c.span_id == q.parent_id).is_some())
         })
         .await;
     let server = find(&spans, |s| s.name == PLACE_ORDER).unwrap();
@@ -330,7 +338,7 @@ async fn one_order_is_one_trace_through_grpc_and_kafka() {
     let spans2 = collector
         .wait_for(&trace2, "the compensation (order handling DeliveryFailed, delivery handling OrderCancelled)", |s| {
             consumed(s, "order", "cloudmart.delivery.v1.DeliveryFailed").is_some()
-                && consumed(s, "delivery", "cloudmart.order.v1.OrderCancelled").is_some()
+                && chain_reaches(s, "delivery", "cloudmart.order.v1.OrderCancelled", |x| x.name == PLACE_ORDER)
         })
         .await;
     let cancel = consumed(&spans2, "delivery", "cloudmart.order.v1.OrderCancelled").unwrap();
@@ -402,7 +410,7 @@ async fn the_trace_survives_a_relay_restart() {
     wait_status(&mut client, &order_id, pb::OrderStatus::Confirmed).await;
     let spans = collector
         .wait_for(&trace, "the publish after the restart and delivery consuming it", |s| {
-            consumed(s, "delivery", "cloudmart.order.v1.OrderPlaced").is_some()
+            chain_reaches(s, "delivery", "cloudmart.order.v1.OrderPlaced", |x| x.name == PLACE_ORDER)
         })
         .await;
     let consumer = consumed(&spans, "delivery", "cloudmart.order.v1.OrderPlaced").unwrap();
@@ -454,8 +462,12 @@ async fn a_flash_sale_purchase_is_one_trace_into_order_and_delivery() {
 
     let spans = collector
         .wait_for(&trace, "time-sale consuming OrderConfirmed", |s| {
-            consumed(s, "timesale", "cloudmart.order.v1.OrderConfirmed").is_some()
-                && find(s, |x| x.name == "cloudmart.timesale.v1.TimeSaleService/Purchase").is_some()
+            chain_reaches(s, "timesale", "cloudmart.order.v1.OrderConfirmed", |x| {
+                x.name == "cloudmart.timesale.v1.TimeSaleService/Purchase"
+            }) && ["order", "delivery"]
+                .iter()
+                .all(|svc| chain_reaches(s, "timesale", "cloudmart.order.v1.OrderConfirmed", |x| x.service == *svc))
+                && consumed(s, "order", "cloudmart.timesale.v1.TimeSalePurchased").is_some()
         })
         .await;
     let purchase = find(&spans, |s| s.name == "cloudmart.timesale.v1.TimeSaleService/Purchase").unwrap();

@@ -3,7 +3,8 @@
 //! # Layout
 //! - [`domain`] — the order state machine and request validation (pure).
 //! - [`store`] — sea-orm entities, migrations and the transition + outbox write.
-//! - [`quote`] — the synchronous fee quote from delivery, with its fallback.
+//! - [`quote`] — the synchronous fee quote from delivery, behind a circuit breaker, with
+//!   its flat-fee fallback.
 //! - [`grpc`] — `OrderService` (the API edge).
 //! - [`events`] — the consumer side of the sagas.
 //! - [`Application`]: wires it all and runs it until shutdown.
@@ -18,6 +19,7 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 use cloudmart_platform::{
+    breaker::BreakerConfig,
     config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
     consumer::IdempotentConsumer,
     db,
@@ -62,6 +64,21 @@ pub struct Config {
     /// Flat delivery fee used when delivery does not answer (quote_source=FALLBACK).
     #[arg(long, env = "FALLBACK_DELIVERY_FEE_CENTS", default_value_t = 500, value_parser = clap::value_parser!(i64).range(0..))]
     pub fallback_fee_cents: i64,
+    /// Quote circuit breaker: outcomes remembered (sliding window of calls).
+    #[arg(long, env = "QUOTE_BREAKER_WINDOW", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub quote_breaker_window: u32,
+    /// Quote circuit breaker: calls in the window before it may open.
+    #[arg(long, env = "QUOTE_BREAKER_MIN_CALLS", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub quote_breaker_min_calls: u32,
+    /// Quote circuit breaker: failure percentage in the window that opens it.
+    #[arg(long, env = "QUOTE_BREAKER_FAILURE_PERCENT", default_value_t = 50, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub quote_breaker_failure_percent: u8,
+    /// Quote circuit breaker: how long it stays open (flat fee, delivery not called) before probing.
+    #[arg(long, env = "QUOTE_BREAKER_OPEN_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub quote_breaker_open_ms: u64,
+    /// Quote circuit breaker: successful probes in a row that close it again.
+    #[arg(long, env = "QUOTE_BREAKER_PROBES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub quote_breaker_probes: u32,
     /// Outbox relay: `off` leaves events in the outbox (maintenance, crash tests).
     #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value = "on")]
     pub outbox_relay: RelayMode,
@@ -72,6 +89,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// The quote circuit breaker's thresholds.
+    pub fn quote_breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            window: self.quote_breaker_window as usize,
+            min_calls: self.quote_breaker_min_calls as usize,
+            failure_rate: f64::from(self.quote_breaker_failure_percent) / 100.0,
+            open_for: Duration::from_millis(self.quote_breaker_open_ms),
+            probes: self.quote_breaker_probes,
+        }
+    }
+
     /// Defaults with the given database and broker; gRPC on an ephemeral loopback port.
     pub fn for_tests(database_url: &str, kafka: KafkaArgs, delivery_endpoint: &str) -> Self {
         let mut c = Config::parse_from(["cloudmart-order"]);
@@ -105,6 +133,7 @@ impl Application {
             &config.delivery_endpoint,
             Duration::from_millis(config.quote_timeout_ms),
             config.fallback_fee_cents,
+            config.quote_breaker(),
         )?;
         let listener = TcpListener::bind(config.grpc_addr)
             .await

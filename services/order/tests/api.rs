@@ -1,13 +1,21 @@
 //! OrderService API: validation, NOT_FOUND, idempotency, paging, the quote fallback and
 //! customer cancellation, on an in-process order service (its delivery endpoint points
-//! at a closed port, so every quote falls back to the flat fee).
+//! at a closed port, so every quote falls back to the flat fee); and the quote circuit
+//! breaker against a scripted delivery service.
 
-use std::time::Duration;
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
 
 use cloudmart_order::{Application, Config, store};
 use cloudmart_platform::{
     grpc::reason_of,
     outbox,
+    proto::delivery::v1 as dsvc,
     proto::order::v1::{self as pb, order_service_client::OrderServiceClient},
     testkit::{TestDatabase, TestKafka},
 };
@@ -194,4 +202,117 @@ async fn fallback_quote_idempotency_paging_and_cancel() {
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert_eq!(reason_of(&err).as_deref(), Some("INVALID_STATE"));
     tokio::time::timeout(Duration::from_secs(30), t.stop()).await.expect("graceful stop");
+}
+
+/// A scripted delivery service: counts quote calls; answers UNAVAILABLE until told to be healthy.
+#[derive(Clone, Default)]
+struct FakeDelivery {
+    quotes: Arc<AtomicU32>,
+    healthy: Arc<AtomicBool>,
+}
+
+#[tonic::async_trait]
+impl dsvc::delivery_service_server::DeliveryService for FakeDelivery {
+    async fn quote_delivery(
+        &self,
+        _req: tonic::Request<dsvc::QuoteDeliveryRequest>,
+    ) -> Result<tonic::Response<dsvc::QuoteDeliveryResponse>, tonic::Status> {
+        self.quotes.fetch_add(1, Ordering::SeqCst);
+        if self.healthy.load(Ordering::SeqCst) {
+            Ok(tonic::Response::new(dsvc::QuoteDeliveryResponse { fee_cents: 777, estimated_days: 2 }))
+        } else {
+            Err(tonic::Status::unavailable("scripted outage"))
+        }
+    }
+
+    async fn get_delivery(
+        &self,
+        _req: tonic::Request<dsvc::GetDeliveryRequest>,
+    ) -> Result<tonic::Response<dsvc::Delivery>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not scripted"))
+    }
+}
+
+#[tokio::test]
+async fn the_quote_circuit_breaker_opens_on_failures_and_closes_when_delivery_recovers() {
+    let fake = FakeDelivery::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let delivery_addr = listener.local_addr().unwrap();
+    let server_token = CancellationToken::new();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(dsvc::delivery_service_server::DeliveryServiceServer::new(fake.clone()))
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                server_token.clone().cancelled_owned(),
+            ),
+    );
+
+    let label = "order_breaker";
+    let tdb = TestDatabase::create(label).await.unwrap();
+    let kafka = TestKafka::create(label).await.unwrap();
+    let mut config = Config::for_tests(&tdb.url, kafka.args.clone(), &format!("http://{delivery_addr}"));
+    config.quote_breaker_window = 10;
+    config.quote_breaker_min_calls = 5;
+    config.quote_breaker_failure_percent = 50;
+    config.quote_breaker_open_ms = 1000;
+    config.quote_breaker_probes = 2;
+    let app = Application::build(config).await.unwrap();
+    let addr = app.grpc_addr();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(token.clone().cancelled_owned()));
+    let mut client = OrderServiceClient::connect(format!("http://{addr}")).await.unwrap();
+
+    // Delivery fails every quote: 5 calls reach it, then the breaker opens and the next
+    // orders get the flat fee without delivery being called at all.
+    let outage_started = std::time::Instant::now();
+    for i in 0..25 {
+        let mut req = good_request();
+        req.idempotency_key = format!("outage-{i}");
+        let o = client.place_order(req).await.unwrap().into_inner().order.unwrap();
+        assert_eq!(o.quote_source(), pb::QuoteSource::Fallback, "order {i}");
+        assert_eq!(o.delivery_fee_cents, 500);
+    }
+    let during_outage = fake.quotes.load(Ordering::SeqCst);
+    // Each 1 s open period ends with one (failing) probe; a slow machine may see a few.
+    let probe_periods = outage_started.elapsed().as_millis() as u32 / 1000 + 1;
+    assert!(
+        during_outage <= 5 + probe_periods,
+        "the open breaker still called delivery {during_outage} times for 25 orders"
+    );
+    assert!(during_outage >= 5, "the breaker opened before min_calls ({during_outage} calls)");
+
+    // Delivery recovers: once the breaker has been open long enough, probes go through
+    // and close it; quotes come from delivery again.
+    fake.healthy.store(true, Ordering::SeqCst);
+    let mut i = 0;
+    let recovered =
+        cloudmart_platform::testkit::eventually("quotes from delivery again", Duration::from_secs(30), || {
+            i += 1;
+            let mut client = client.clone();
+            async move {
+                let mut req = good_request();
+                req.idempotency_key = format!("recovery-{i}");
+                let o = client.place_order(req).await.unwrap().into_inner().order.unwrap();
+                if o.quote_source() == pb::QuoteSource::DeliveryService {
+                    Some(o)
+                } else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    None
+                }
+            }
+        })
+        .await;
+    assert_eq!(recovered.delivery_fee_cents, 777);
+    for i in 0..5 {
+        let mut req = good_request();
+        req.idempotency_key = format!("after-{i}");
+        let o = client.place_order(req).await.unwrap().into_inner().order.unwrap();
+        assert_eq!(o.quote_source(), pb::QuoteSource::DeliveryService, "closed again after the probes");
+    }
+
+    token.cancel();
+    task.await.unwrap().unwrap();
+    server_token.cancel();
+    server.await.unwrap().unwrap();
 }

@@ -1,6 +1,7 @@
 //! What every cloudmart service needs, written once.
 //!
 //! # Layout
+//! - [`breaker`] — a circuit breaker as a tower layer for calls between services.
 //! - [`config`] — the flags/env vars shared by every service (Kafka, gRPC server, logs),
 //!   parsed with clap so `--help` documents each variable.
 //! - [`telemetry`] — `tracing` logs (`LOG_FORMAT=json|pretty`, JSON lines carry
@@ -20,6 +21,7 @@
 //! - [`service`] — runs a server and its workers under one shutdown.
 //! - `testkit` (feature): per-test databases, topic namespaces and the embedded broker.
 
+pub mod breaker;
 pub mod config;
 pub mod consumer;
 pub mod db;
