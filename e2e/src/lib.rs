@@ -1,4 +1,9 @@
 //! Clients and helpers shared by cloudmart's command-line tools and end-to-end tests.
+//!
+//! - [`load`] — the flash-sale load generator (`cloudmart-load`).
+//! - [`smoke_order`] — one order through the saga (`cloudmart-smoke`, `helm test`).
+
+pub mod load;
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
 //! `make dev` as a user runs it: `cloudmart-dev` on its embedded defaults (SQLite,
 //! in-process broker), checked with health, reflection and the smoke client — the same
-//! client the chart's `helm test` hook runs.
+//! client the chart's `helm test` hook runs — and the load generator `make load` runs in
+//! the cluster.
 
 use std::{collections::HashMap, process::Command, time::Duration};
 
@@ -83,6 +84,37 @@ async fn make_dev_serves_and_the_smoke_client_sees_both_sagas() {
         tokio::task::spawn_blocking(move || smoke(&["--postal-code", "99999", "--expect", "cancelled"])).await.unwrap();
     assert!(ok, "smoke (fault-injected) failed: {out}");
     assert!(out.contains("CANCELLED (DELIVERY_FAILED)"), "{out}");
+
+    // The load generator against the time-sale service: 200 purchases/s for 3 s on a sale
+    // of 100 sells out exactly, every call gets one classified answer, and the report line
+    // (what `kubectl cloudmart load` reads from the pod log) parses.
+    let timesale_endpoint = format!("http://{timesale_addr}");
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(bin("cloudmart-load"))
+            .args(["--timesale-endpoint", &timesale_endpoint, "--sale-rps", "200", "--duration", "3s"])
+            .args(["--stock", "100", "--concurrency", "32", "--progress-every", "1s"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "cloudmart-load failed:\n{stderr}");
+    let report = cloudmart_e2e::load::LoadReport::from_log(&stdout).unwrap_or_else(|| panic!("no report in {stdout}"));
+    let answered = report.succeeded
+        + report.sold_out
+        + report.limit_exceeded
+        + report.not_active
+        + report.shed
+        + report.timeouts
+        + report.errors;
+    assert_eq!(answered, report.attempts, "{report:?}");
+    assert!(report.attempts + report.not_sent >= 500, "3 s at 200/s: {report:?}");
+    assert_eq!((report.errors, report.not_active, report.limit_exceeded), (0, 0, 0), "{report:?}");
+    assert!(report.sold_out > 0, "a sale of 100 sells out under 600 attempts: {report:?}");
+    assert_eq!(report.succeeded, 100, "exactly the stock is sold: {report:?}");
+    assert_eq!((report.total_stock, report.remaining_stock), (100, 0));
+    assert!(stderr.contains("sold out") && stderr.contains("latency ms"), "the table is printed:\n{stderr}");
 
     let status = dev.terminate(Duration::from_secs(40));
     assert!(status.success(), "cloudmart-dev exits 0 on SIGTERM");
