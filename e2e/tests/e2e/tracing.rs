@@ -300,6 +300,13 @@ async fn one_order_is_one_trace_through_grpc_and_kafka() {
         "QuoteDelivery is not under PlaceOrder:\n{}",
         dump(&spans)
     );
+    // The order's transaction is a database client span under PlaceOrder.
+    let txn = find(&spans, |s| s.name == "TRANSACTION place_order")
+        .unwrap_or_else(|| panic!("no place_order transaction span:\n{}", dump(&spans)));
+    assert_eq!((txn.service.as_str(), txn.kind, txn.parent_id.as_str()), ("order", 3, server.span_id.as_str()));
+    assert_eq!(txn.attr("db.operation.name"), "TRANSACTION");
+    assert_eq!(txn.attr("db.transaction.outcome"), "commit");
+    assert!(["postgresql", "sqlite"].contains(&txn.attr("db.system.name")), "{}", txn.attr("db.system.name"));
     // delivery's consumer span -> order's outbox publish span -> ... -> PlaceOrder.
     let consumer = consumed(&spans, "delivery", "cloudmart.order.v1.OrderPlaced").unwrap();
     assert_eq!(consumer.attr("messaging.system"), "kafka");

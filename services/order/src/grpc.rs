@@ -2,12 +2,12 @@
 
 use chrono::{DateTime, Utc};
 use cloudmart_platform::{
-    db::is_unique_violation,
+    db::{self, is_unique_violation},
     grpc::{internal, invalid_argument, not_found, reasons, refusal},
     outbox::OutboxSignal,
     proto::order::v1::{self as pb, order_service_server::OrderService},
 };
-use sea_orm::{DatabaseConnection, DbErr, TransactionTrait};
+use sea_orm::{DatabaseConnection, DbErr};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -101,10 +101,10 @@ impl OrderService for OrderApi {
             created_at: now,
             updated_at: now,
         };
-        let txn = self.db.begin().await.map_err(db_err)?;
+        let (txn, span) = db::begin(&self.db, "place_order").await.map_err(db_err)?;
         match store::insert_placed(&txn, row.clone()).await {
             Ok(()) => {
-                txn.commit().await.map_err(db_err)?;
+                span.commit(txn).await.map_err(db_err)?;
                 self.signal.notify();
                 tracing::info!(order_id = %row.order_id, customer_id = %row.customer_id, "order placed");
                 cloudmart_platform::metrics::counter(
@@ -167,7 +167,7 @@ impl OrderService for OrderApi {
         }
         let event = OrderEvent::CancelRequested { reason: req.reason.trim().to_owned() };
         for _attempt in 0..5 {
-            let txn = self.db.begin().await.map_err(db_err)?;
+            let (txn, span) = db::begin(&self.db, "cancel_order").await.map_err(db_err)?;
             let row = store::find(&txn, &id).await.map_err(db_err)?.ok_or_else(|| not_found("order", &id))?;
             let status =
                 OrderStatus::parse(&row.status).ok_or_else(|| internal(format!("bad status {}", row.status)))?;
@@ -175,7 +175,7 @@ impl OrderService for OrderApi {
                 Transition::To { status, cancel_reason, emit } => {
                     match store::apply_transition(&txn, &row, status, cancel_reason, emit).await.map_err(db_err)? {
                         Some(updated) => {
-                            txn.commit().await.map_err(db_err)?;
+                            span.commit(txn).await.map_err(db_err)?;
                             self.signal.notify();
                             tracing::info!(order_id = %id, "order cancelled by request");
                             cloudmart_platform::metrics::counter(

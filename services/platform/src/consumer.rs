@@ -24,8 +24,7 @@ use rdkafka::{
     util::Timeout,
 };
 use sea_orm::{
-    ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Schema, TransactionTrait,
-    sea_query::OnConflict,
+    ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Schema, sea_query::OnConflict,
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 use tokio_util::sync::CancellationToken;
@@ -134,7 +133,7 @@ pub async fn apply<H: EventHandler + ?Sized>(
     handler: &H,
     event: &InboundEvent,
 ) -> Result<Applied, HandleError> {
-    let txn = db.begin().await?;
+    let (txn, span) = crate::db::begin(db, "consume").await?;
     let row = entity::ActiveModel {
         event_id: Set(event.meta.id.clone()),
         event_type: Set(event.meta.ce_type.clone()),
@@ -150,7 +149,7 @@ pub async fn apply<H: EventHandler + ?Sized>(
         return Ok(Applied::Duplicate);
     }
     handler.handle(&txn, event).await?;
-    txn.commit().await?;
+    span.commit(txn).await?;
     Ok(Applied::Applied)
 }
 

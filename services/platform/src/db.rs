@@ -109,6 +109,84 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }
 
+
+/// The span of one database transaction (an OpenTelemetry database client span named
+/// `TRANSACTION <name>`, a child of the span that begins it; none outside any span): it
+/// opens at [`begin`] and closes when the transaction is committed through it or when it
+/// is dropped (rolled back or abandoned), recording which.
+#[must_use = "commit through the span (`span.commit(txn)`) so the span records the commit"]
+pub struct TxnSpan {
+    span: tracing::Span,
+    done: bool,
+}
+
+impl TxnSpan {
+    /// Commits `txn` inside the span and records the outcome.
+    pub async fn commit(mut self, txn: sea_orm::DatabaseTransaction) -> Result<(), DbErr> {
+        use tracing::Instrument;
+        self.done = true;
+        let result = txn.commit().instrument(self.span.clone()).await;
+        match &result {
+            Ok(()) => self.span.record("db.transaction.outcome", "commit"),
+            Err(e) => self
+                .span
+                .record("db.transaction.outcome", "error")
+                .record("otel.status_code", "ERROR")
+                .record("error.type", tracing::field::display(e)),
+        };
+        result
+    }
+}
+
+impl Drop for TxnSpan {
+    fn drop(&mut self) {
+        if !self.done {
+            self.span.record("db.transaction.outcome", "rollback");
+        }
+    }
+}
+
+/// Begins a transaction with its span; `name` says what it does (`place_order`,
+/// `consume`, `outbox_publish`, …).
+pub async fn begin(
+    db: &DatabaseConnection,
+    name: &'static str,
+) -> Result<(sea_orm::DatabaseTransaction, TxnSpan), DbErr> {
+    let system = match db.get_database_backend() {
+        DbBackend::Postgres => "postgresql",
+        DbBackend::Sqlite => "sqlite",
+        _ => "other_sql",
+    };
+    // A transaction is part of the operation it serves: outside any span (the relay's
+    // idle polls) it gets none, rather than a root trace every poll.
+    let span = if tracing::Span::current().is_none() {
+        tracing::Span::none()
+    } else {
+        tracing::info_span!(
+        "db.transaction",
+        otel.name = %format!("TRANSACTION {name}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system.name = system,
+        db.operation.name = "TRANSACTION",
+        cloudmart.db.transaction = name,
+        db.transaction.outcome = tracing::field::Empty,
+        error.type = tracing::field::Empty,
+        )
+    };
+    let txn = {
+        use tracing::Instrument;
+        db.begin().instrument(span.clone()).await
+    };
+    match txn {
+        Ok(txn) => Ok((txn, TxnSpan { span, done: false })),
+        Err(e) => {
+            span.record("otel.status_code", "ERROR").record("error.type", tracing::field::display(&e));
+            Err(e)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

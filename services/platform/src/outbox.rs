@@ -22,7 +22,7 @@ use rdkafka::{
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Schema, TransactionTrait,
+    QuerySelect, Schema,
     sea_query::{Expr, Index, LockBehavior, LockType},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
@@ -190,7 +190,7 @@ impl OutboxRelay {
     /// Publishes one batch of unpublished rows and marks the sent ones. Returns how many
     /// were published. The relay's single step; tests call it directly.
     pub async fn publish_pending(&self) -> anyhow::Result<usize> {
-        let txn = self.db.begin().await?;
+        let (txn, tx_span) = crate::db::begin(&self.db, "outbox_publish").await?;
         let mut query = entity::Entity::find()
             .filter(entity::Column::PublishedAt.is_null())
             .order_by_asc(entity::Column::Id)
@@ -200,7 +200,7 @@ impl OutboxRelay {
         }
         let rows = query.all(&txn).await?;
         if rows.is_empty() {
-            txn.commit().await?;
+            tx_span.commit(txn).await?;
             return Ok(0);
         }
         let topics: Vec<String> = rows.iter().map(|r| self.kafka.topic(&r.topic)).collect();
@@ -284,7 +284,7 @@ impl OutboxRelay {
                 .exec(&txn)
                 .await?;
         }
-        txn.commit().await?;
+        tx_span.commit(txn).await?;
         if sent.len() < rows.len() {
             anyhow::bail!("{} of {} outbox events could not be published", rows.len() - sent.len(), rows.len());
         }

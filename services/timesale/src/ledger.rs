@@ -27,12 +27,12 @@ use std::{
 use chrono::Utc;
 use clap::ValueEnum;
 use cloudmart_platform::{
-    db::is_unique_violation,
+    db::{self, is_unique_violation},
     outbox::{self, OutboxSignal},
     proto::events::v1 as ev,
     validate::Address,
 };
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QuerySelect, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QuerySelect};
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -224,7 +224,7 @@ pub async fn reserve_one(db: &DatabaseConnection, sale: &SaleTerms, req: Reserve
     {
         return Ok(existing);
     }
-    let txn = db.begin().await?;
+    let (txn, span) = db::begin(db, "reserve_one").await?;
     if !store::take_stock(&txn, &sale.sale_id, req.quantity).await? {
         txn.rollback().await?;
         return Err(ReserveError::SoldOut);
@@ -242,7 +242,7 @@ pub async fn reserve_one(db: &DatabaseConnection, sale: &SaleTerms, req: Reserve
     };
     match write.await {
         Ok(()) => {
-            txn.commit().await?;
+            span.commit(txn).await?;
             Ok(row)
         }
         Err(e) if is_unique_violation(&e) && req.idempotency_key.is_some() => {
@@ -260,7 +260,7 @@ pub async fn reserve_batch(
     sale: &SaleTerms,
     reqs: &[Reserve],
 ) -> Result<Vec<Result<PurchaseRow, ReserveError>>, DbErr> {
-    let txn = db.begin().await?;
+    let (txn, span) = db::begin(db, "reserve_batch").await?;
     let mut lock = store::sales::Entity::find_by_id(sale.sale_id.clone());
     if txn.get_database_backend() == DbBackend::Postgres {
         lock = lock.lock_exclusive();
@@ -346,6 +346,6 @@ pub async fn reserve_batch(
         store::insert_purchases(&txn, new_rows).await?;
         outbox::enqueue_many_traced(&txn, SOURCE, &events).await?;
     }
-    txn.commit().await?;
+    span.commit(txn).await?;
     Ok(results.into_iter().map(|r| r.expect("every request answered")).collect())
 }

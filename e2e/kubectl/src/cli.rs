@@ -1,0 +1,180 @@
+//! The command line of `kubectl-cloudmart` (clap derive).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::job::DEFAULT_IMAGE;
+use crate::{LoadOptions, Release};
+
+/// kubectl plugin for a cloudmart release: status and in-cluster time-sale load tests.
+///
+/// Installed on the PATH as `kubectl-cloudmart`, it runs as `kubectl cloudmart …`. The
+/// cluster comes from the usual kubeconfig (KUBECONFIG, ~/.kube/config, current context) or
+/// the in-cluster service account.
+#[derive(Debug, Parser)]
+#[command(name = "kubectl-cloudmart", bin_name = "kubectl cloudmart", version)]
+pub struct Cli {
+    /// Namespace the cloudmart chart is installed in.
+    #[arg(short = 'n', long, env = "NAMESPACE", default_value = "cloudmart", global = true, display_order = 100)]
+    pub namespace: String,
+
+    /// Helm release name; resources are named `<release>-<part>`, e.g. `cloudmart-timesale`.
+    #[arg(long, default_value = "cloudmart", global = true, display_order = 101)]
+    pub release: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// The release the command works on.
+    pub fn target(&self) -> Release {
+        Release::new(&self.namespace, &self.release)
+    }
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the order, delivery and time-sale Deployments and the time-sale autoscaler.
+    Status,
+    /// Run the time-sale load generator in the cluster as a Job, follow the autoscaler
+    /// while it runs, and report throughput, outcomes, latency and scaling.
+    Load(LoadArgs),
+}
+
+/// Flags of `kubectl cloudmart load`.
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Purchase attempts per second the load generator aims for during the sale.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sale_rps: u32,
+
+    /// How long to generate load, e.g. `120s`, `2m` or `1m30s` (a bare number is seconds).
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    pub duration: Duration,
+
+    /// Requests the load generator keeps in flight at once.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub concurrency: u32,
+
+    /// Image that holds `cloudmart-load` (`make deploy` loads `cloudmart/tools:dev` into kind).
+    #[arg(long, default_value = DEFAULT_IMAGE)]
+    pub image: String,
+
+    /// Seconds between two looks at the autoscaler and the Job while the load runs.
+    #[arg(long, value_name = "SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    pub poll: u64,
+
+    /// Keep the Job (and so its pod and logs) after the run instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+
+    /// Print the Job manifest as YAML and exit without contacting the cluster.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+impl LoadArgs {
+    /// The options of a load run.
+    pub fn options(&self) -> LoadOptions {
+        LoadOptions {
+            sale_rps: self.sale_rps,
+            duration: self.duration,
+            concurrency: self.concurrency,
+            image: self.image.clone(),
+            poll: Duration::from_secs(self.poll),
+            keep: self.keep,
+        }
+    }
+}
+
+/// Parses `90`, `90s`, `2m`, `1m30s`, `1h` into whole seconds (at least one).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let invalid = || format!("invalid duration `{text}`: use e.g. `120s`, `2m` or `1m30s`");
+    if text.is_empty() {
+        return Err(invalid());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return positive(secs).ok_or_else(invalid);
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit = match c {
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return Err(invalid()),
+        };
+        let n: u64 = digits.parse().map_err(|_| invalid())?;
+        digits.clear();
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(invalid)?;
+    }
+    if !digits.is_empty() {
+        return Err(invalid());
+    }
+    positive(total).ok_or_else(invalid)
+}
+
+fn positive(secs: u64) -> Option<Duration> {
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("120s"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
+        for bad in ["", "0s", "0", "s", "2x", "1.5m", "10m5", "-3s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn cli_defaults_and_flags() {
+        let cli = Cli::try_parse_from(["kubectl-cloudmart", "load"]).unwrap();
+        let Command::Load(args) = &cli.command else { panic!("not load") };
+        let opts = args.options();
+        assert_eq!((opts.sale_rps, opts.concurrency), (200, 64));
+        assert_eq!(opts.duration, Duration::from_secs(120));
+        assert_eq!(opts.poll, Duration::from_secs(5));
+        assert_eq!(opts.image, "cloudmart/tools:dev");
+        assert!(!opts.keep && !args.dry_run);
+        assert_eq!(cli.release, "cloudmart");
+
+        let cli = Cli::try_parse_from([
+            "kubectl-cloudmart",
+            "load",
+            "-n",
+            "shop",
+            "--release",
+            "cm",
+            "--sale-rps",
+            "500",
+            "--duration",
+            "2m",
+            "--keep",
+        ])
+        .unwrap();
+        assert_eq!(cli.target(), Release::new("shop", "cm"));
+        let Command::Load(args) = &cli.command else { panic!("not load") };
+        assert_eq!(args.options().duration, Duration::from_secs(120));
+        assert_eq!(args.options().sale_rps, 500);
+        assert!(args.keep);
+
+        assert!(Cli::try_parse_from(["kubectl-cloudmart", "load", "--sale-rps", "0"]).is_err());
+    }
+}
