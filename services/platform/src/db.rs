@@ -109,7 +109,6 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
     matches!(err.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }
 
-
 /// The span of one database transaction (an OpenTelemetry database client span named
 /// `TRANSACTION <name>`, a child of the span that begins it; none outside any span): it
 /// opens at [`begin`] and closes when the transaction is committed through it or when it
