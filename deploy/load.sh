@@ -20,19 +20,17 @@ run() {
 plugin=""
 if command -v kubectl-cloudmart >/dev/null 2>&1; then
   plugin=kubectl-cloudmart
-elif [[ -x target/release/kubectl-cloudmart ]]; then
-  plugin=target/release/kubectl-cloudmart
-elif [[ -x target/debug/kubectl-cloudmart ]]; then
-  plugin=target/debug/kubectl-cloudmart
-fi
-if [[ -z "$plugin" && "$DRY_RUN" != 1 ]]; then
-  cat >&2 <<'EOF'
-load: the kubectl plugin `kubectl-cloudmart` is not on PATH (nor in target/).
-  Build and install it:   cargo install --path e2e --bin kubectl-cloudmart
-  (or cargo build --release --bin kubectl-cloudmart && export PATH="$PWD/target/release:$PATH")
-  then run `make load` again; `kubectl cloudmart load --help` lists the options.
-EOF
-  exit 1
+else
+  # Not installed: build it from this checkout (the Rust toolchain is already needed for
+  # `make dev`). `cargo install --path e2e/kubectl` puts it on PATH for good, after which
+  # `kubectl cloudmart …` works from anywhere.
+  target_dir=${CARGO_TARGET_DIR:-target}
+  run cargo build --release --locked -p cloudmart-kubectl --bin kubectl-cloudmart
+  plugin="$target_dir/release/kubectl-cloudmart"
+  if [[ ! -x "$plugin" && "$DRY_RUN" != 1 ]]; then
+    echo "load: building kubectl-cloudmart did not produce $plugin" >&2
+    exit 1
+  fi
 fi
 
 cat <<EOF
