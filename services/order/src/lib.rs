@@ -123,6 +123,12 @@ pub struct Application {
 impl Application {
     /// Connects, migrates, binds; does not serve yet.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            config.quote_breaker_min_calls <= config.quote_breaker_window,
+            "QUOTE_BREAKER_MIN_CALLS ({}) must not exceed QUOTE_BREAKER_WINDOW ({})",
+            config.quote_breaker_min_calls,
+            config.quote_breaker_window
+        );
         let db = db::connect(&config.database_url).await?;
         db::migrate::<store::Migrator>(&db).await?;
         kafka::ensure_topics(&config.kafka, &cloudmart_platform::events::topics::ALL).await?;
