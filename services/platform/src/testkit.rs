@@ -141,26 +141,51 @@ pub struct Record {
     pub offset: i64,
 }
 
-/// Reads `logical_topic` from the beginning with a fresh group until at least `min`
-/// records arrived (panics after `timeout`).
+/// Reads `logical_topic` from the beginning of every partition until at least `min`
+/// records arrived (panics after `timeout`). It assigns the partitions itself rather than
+/// joining a consumer group, so no group coordination can delay it.
 pub async fn read_records(kafka: &KafkaArgs, logical_topic: &str, min: usize, timeout: Duration) -> Vec<Record> {
     use rdkafka::{
-        Message,
-        consumer::{Consumer, StreamConsumer},
+        Message, Offset, TopicPartitionList,
+        consumer::{BaseConsumer, Consumer, StreamConsumer},
         message::Headers,
     };
-    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
-        .set("group.id", format!("reader-{}", short_id()))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("topic.metadata.refresh.interval.ms", "1000")
-        .create()
-        .expect("test consumer");
     let topic = kafka.topic(logical_topic);
-    consumer.subscribe(&[topic.as_str()]).expect("subscribe");
-    let mut out = Vec::new();
+    let config = {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", &kafka.brokers)
+            .set("group.id", format!("reader-{}", short_id()))
+            .set("enable.auto.commit", "false");
+        c
+    };
     let deadline = tokio::time::Instant::now() + timeout;
+    // The topic may not exist yet (a dead-letter topic appears with its first record).
+    let partitions = loop {
+        let (config, name) = (config.clone(), topic.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let meta: BaseConsumer = config.create().expect("metadata consumer");
+            meta.fetch_metadata(Some(&name), Duration::from_secs(5))
+                .ok()
+                .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+                .unwrap_or(0)
+        })
+        .await
+        .expect("metadata task");
+        if found > 0 {
+            break found;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?}: topic {topic} does not exist");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let consumer: StreamConsumer = config.create().expect("test consumer");
+    let mut assignment = TopicPartitionList::new();
+    for p in 0..partitions {
+        assignment
+            .add_partition_offset(&topic, i32::try_from(p).expect("partition index"), Offset::Beginning)
+            .expect("partition offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut out = Vec::new();
     while out.len() < min {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match tokio::time::timeout(left, consumer.recv()).await {
