@@ -16,18 +16,10 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use cloudmart_platform::{
+    app::{App, Parts, Settings},
     config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
-    consumer::IdempotentConsumer,
-    db,
-    grpc::GrpcServer,
-    kafka,
-    metrics::MetricsServer,
-    outbox::{OutboxRelay, OutboxSignal},
     proto::delivery::v1::delivery_service_server::DeliveryServiceServer,
-    service::{ServiceRuntime, worker},
 };
-use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("{s:?} is not a number"))?;
@@ -101,57 +93,41 @@ impl Config {
     }
 }
 
-/// A built, bound delivery service.
-pub struct Application {
-    runtime: ServiceRuntime,
-    addr: SocketAddr,
-    db: DatabaseConnection,
+/// A built, bound delivery service (the platform's [`App`] with delivery's parts).
+pub struct Application(App);
+
+impl Application {
+    /// Connects, migrates, binds; does not serve yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let rules = config.rules();
+        let parts = Parts::open::<store::Migrator>(Settings {
+            name: "delivery",
+            database_url: &config.database_url,
+            grpc_addr: config.grpc_addr,
+            metrics_addr: config.metrics_addr,
+            kafka: &config.kafka,
+            group_id: &config.group_id,
+            server: &config.server,
+            outbox_relay: config.outbox_relay,
+        })
+        .await?;
+        let api = grpc::DeliveryApi { db: parts.db.clone(), rules: rules.clone() };
+        Ok(Self(parts.assemble(DeliveryServiceServer::new(api), &events::TOPICS, events::DeliveryEvents { rules })))
+    }
+}
+
+impl std::ops::Deref for Application {
+    type Target = App;
+
+    /// `grpc_addr()`, `db()`: see [`App`].
+    fn deref(&self) -> &App {
+        &self.0
+    }
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let rules = config.rules();
-        let db = db::connect(&config.database_url).await?;
-        db::migrate::<store::Migrator>(&db).await?;
-        kafka::ensure_topics(&config.kafka, &cloudmart_platform::events::topics::ALL).await?;
-        let producer = kafka::producer(&config.kafka, "cloudmart-delivery")?;
-        let consumer = kafka::consumer(&config.kafka, &config.group_id, "cloudmart-delivery")?;
-        let signal = OutboxSignal::default();
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
-        let addr = listener.local_addr()?;
-        let metrics = MetricsServer::bind(config.metrics_addr).await?;
-        let api = grpc::DeliveryApi { db: db.clone(), rules: rules.clone() };
-        let server = GrpcServer::new(listener, config.server.clone()).add_service(DeliveryServiceServer::new(api));
-        let consumer = IdempotentConsumer::new(
-            db.clone(),
-            consumer,
-            producer.clone(),
-            config.kafka.clone(),
-            events::TOPICS.to_vec(),
-            events::DeliveryEvents { rules },
-            signal.clone(),
-        );
-        let mut runtime = ServiceRuntime::new("delivery", server)
-            .with_worker("metrics", metrics.worker())
-            .with_worker("consumer", worker(move |t| consumer.run(t)));
-        if config.outbox_relay == RelayMode::On {
-            let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
-            runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));
-        }
-        Ok(Self { runtime, addr, db })
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
+    /// Serves until `shutdown` resolves, then drains.
     pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.runtime.run(shutdown).await
+        self.0.run_until_stopped(shutdown).await
     }
 }

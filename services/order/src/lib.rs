@@ -19,19 +19,11 @@ use std::{net::SocketAddr, time::Duration};
 
 use clap::Parser;
 use cloudmart_platform::{
+    app::{App, Parts, Settings},
     breaker::BreakerConfig,
     config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
-    consumer::IdempotentConsumer,
-    db,
-    grpc::GrpcServer,
-    kafka,
-    metrics::MetricsServer,
-    outbox::{OutboxRelay, OutboxSignal},
     proto::order::v1::order_service_server::OrderServiceServer,
-    service::{ServiceRuntime, worker},
 };
-use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
 
 /// `cloudmart-order` configuration: every flag is also an env var.
 #[derive(Parser, Debug, Clone)]
@@ -113,12 +105,8 @@ impl Config {
     }
 }
 
-/// A built, bound order service.
-pub struct Application {
-    runtime: ServiceRuntime,
-    addr: SocketAddr,
-    db: DatabaseConnection,
-}
+/// A built, bound order service (the platform's [`App`] with order's parts).
+pub struct Application(App);
 
 impl Application {
     /// Connects, migrates, binds; does not serve yet.
@@ -129,58 +117,40 @@ impl Application {
             config.quote_breaker_min_calls,
             config.quote_breaker_window
         );
-        let db = db::connect(&config.database_url).await?;
-        db::migrate::<store::Migrator>(&db).await?;
-        kafka::ensure_topics(&config.kafka, &cloudmart_platform::events::topics::ALL).await?;
-        let producer = kafka::producer(&config.kafka, "cloudmart-order")?;
-        let consumer = kafka::consumer(&config.kafka, &config.group_id, "cloudmart-order")?;
-        let signal = OutboxSignal::default();
         let quotes = quote::QuoteClient::new(
             &config.delivery_endpoint,
             Duration::from_millis(config.quote_timeout_ms),
             config.fallback_fee_cents,
             config.quote_breaker(),
         )?;
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
-        let addr = listener.local_addr()?;
-        let metrics = MetricsServer::bind(config.metrics_addr).await?;
-        let api = grpc::OrderApi { db: db.clone(), quotes: quotes.clone(), signal: signal.clone() };
-        let server = GrpcServer::new(listener, config.server.clone()).add_service(OrderServiceServer::new(api));
-        let consumer = IdempotentConsumer::new(
-            db.clone(),
-            consumer,
-            producer.clone(),
-            config.kafka.clone(),
-            events::TOPICS.to_vec(),
-            events::OrderEvents { quotes },
-            signal.clone(),
-        );
-        let mut runtime = ServiceRuntime::new("order", server)
-            .with_worker("metrics", metrics.worker())
-            .with_worker("consumer", worker(move |t| consumer.run(t)));
-        if config.outbox_relay == RelayMode::On {
-            let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
-            runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));
-        } else {
-            tracing::warn!("OUTBOX_RELAY=off: events stay in the outbox until a relay runs");
-        }
-        Ok(Self { runtime, addr, db })
+        let parts = Parts::open::<store::Migrator>(Settings {
+            name: "order",
+            database_url: &config.database_url,
+            grpc_addr: config.grpc_addr,
+            metrics_addr: config.metrics_addr,
+            kafka: &config.kafka,
+            group_id: &config.group_id,
+            server: &config.server,
+            outbox_relay: config.outbox_relay,
+        })
+        .await?;
+        let api = grpc::OrderApi { db: parts.db.clone(), quotes: quotes.clone(), signal: parts.signal.clone() };
+        Ok(Self(parts.assemble(OrderServiceServer::new(api), &events::TOPICS, events::OrderEvents { quotes })))
     }
+}
 
-    /// The bound gRPC address (the real port when 0 was asked).
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.addr
+impl std::ops::Deref for Application {
+    type Target = App;
+
+    /// `grpc_addr()`, `db()`: see [`App`].
+    fn deref(&self) -> &App {
+        &self.0
     }
+}
 
-    /// The service's database (tests inspect it).
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
+impl Application {
     /// Serves until `shutdown` resolves, then drains.
     pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.runtime.run(shutdown).await
+        self.0.run_until_stopped(shutdown).await
     }
 }

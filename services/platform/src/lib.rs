@@ -1,6 +1,8 @@
 //! What every cloudmart service needs, written once.
 //!
 //! # Layout
+//! - [`app`] — the start-up every service shares: connections, migrations, topics,
+//!   sockets, then server + consumer + relay + metrics under one runtime.
 //! - [`breaker`] — a circuit breaker as a tower layer for calls between services.
 //! - [`config`] — the flags/env vars shared by every service (Kafka, gRPC server, logs),
 //!   parsed with clap so `--help` documents each variable.
@@ -21,6 +23,7 @@
 //! - [`service`] — runs a server and its workers under one shutdown.
 //! - `testkit` (feature): per-test databases, topic namespaces and the embedded broker.
 
+pub mod app;
 pub mod breaker;
 pub mod config;
 pub mod consumer;

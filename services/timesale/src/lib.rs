@@ -19,18 +19,10 @@ use std::net::SocketAddr;
 
 use clap::Parser;
 use cloudmart_platform::{
+    app::{App, Parts, Settings},
     config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
-    consumer::IdempotentConsumer,
-    db,
-    grpc::GrpcServer,
-    kafka,
-    metrics::MetricsServer,
-    outbox::{OutboxRelay, OutboxSignal},
     proto::timesale::v1::time_sale_service_server::TimeSaleServiceServer,
-    service::{ServiceRuntime, worker},
 };
-use sea_orm::DatabaseConnection;
-use tokio::net::TcpListener;
 
 pub use ledger::ReservationMode;
 
@@ -78,61 +70,45 @@ impl Config {
     }
 }
 
-/// A built, bound time-sale service.
-pub struct Application {
-    runtime: ServiceRuntime,
-    addr: SocketAddr,
-    db: DatabaseConnection,
+/// A built, bound time-sale service (the platform's [`App`] with time-sale's parts).
+pub struct Application(App);
+
+impl Application {
+    /// Connects, migrates, binds; does not serve yet.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let parts = Parts::open::<store::Migrator>(Settings {
+            name: "timesale",
+            database_url: &config.database_url,
+            grpc_addr: config.grpc_addr,
+            metrics_addr: config.metrics_addr,
+            kafka: &config.kafka,
+            group_id: &config.group_id,
+            server: &config.server,
+            outbox_relay: config.outbox_relay,
+        })
+        .await?;
+        tracing::info!(mode = ?config.reservation, "reservation mode");
+        let api = grpc::TimeSaleApi {
+            db: parts.db.clone(),
+            ledger: ledger::StockLedger::new(parts.db.clone(), config.reservation, parts.signal.clone()),
+            terms: Default::default(),
+        };
+        Ok(Self(parts.assemble(TimeSaleServiceServer::new(api), &events::TOPICS, events::TimeSaleEvents)))
+    }
+}
+
+impl std::ops::Deref for Application {
+    type Target = App;
+
+    /// `grpc_addr()`, `db()`: see [`App`].
+    fn deref(&self) -> &App {
+        &self.0
+    }
 }
 
 impl Application {
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = db::connect(&config.database_url).await?;
-        db::migrate::<store::Migrator>(&db).await?;
-        kafka::ensure_topics(&config.kafka, &cloudmart_platform::events::topics::ALL).await?;
-        let producer = kafka::producer(&config.kafka, "cloudmart-timesale")?;
-        let consumer = kafka::consumer(&config.kafka, &config.group_id, "cloudmart-timesale")?;
-        let signal = OutboxSignal::default();
-        let listener = TcpListener::bind(config.grpc_addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", config.grpc_addr))?;
-        let addr = listener.local_addr()?;
-        let metrics = MetricsServer::bind(config.metrics_addr).await?;
-        let api = grpc::TimeSaleApi {
-            db: db.clone(),
-            ledger: ledger::StockLedger::new(db.clone(), config.reservation, signal.clone()),
-            terms: Default::default(),
-        };
-        tracing::info!(mode = ?config.reservation, "reservation mode");
-        let server = GrpcServer::new(listener, config.server.clone()).add_service(TimeSaleServiceServer::new(api));
-        let consumer = IdempotentConsumer::new(
-            db.clone(),
-            consumer,
-            producer.clone(),
-            config.kafka.clone(),
-            events::TOPICS.to_vec(),
-            events::TimeSaleEvents,
-            signal.clone(),
-        );
-        let mut runtime = ServiceRuntime::new("timesale", server)
-            .with_worker("consumer", worker(move |t| consumer.run(t)))
-            .with_worker("metrics", metrics.worker());
-        if config.outbox_relay == RelayMode::On {
-            let relay = OutboxRelay::new(db.clone(), producer, config.kafka.clone(), signal);
-            runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));
-        }
-        Ok(Self { runtime, addr, db })
-    }
-
-    pub fn grpc_addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn db(&self) -> &DatabaseConnection {
-        &self.db
-    }
-
+    /// Serves until `shutdown` resolves, then drains.
     pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.runtime.run(shutdown).await
+        self.0.run_until_stopped(shutdown).await
     }
 }
