@@ -18,7 +18,8 @@ use tonic::transport::Channel;
 
 use crate::harness::System;
 
-fn request(customer: &str, postal_code: &str, key: &str) -> pb::PlaceOrderRequest {
+/// A one-item order for `customer` shipped to `postal_code` (KR).
+pub(crate) fn request(customer: &str, postal_code: &str, key: &str) -> pb::PlaceOrderRequest {
     pb::PlaceOrderRequest {
         customer_id: customer.into(),
         items: vec![pb::OrderItem { sku: "SKU-1".into(), quantity: 1, unit_price_cents: 1000 }],

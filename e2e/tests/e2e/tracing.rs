@@ -198,24 +198,10 @@ fn remote_parent() -> (String, String) {
     (trace_id, tp)
 }
 
-fn place_request(postal_code: &str, key: &str) -> pb::PlaceOrderRequest {
-    pb::PlaceOrderRequest {
-        customer_id: "trace-customer".into(),
-        items: vec![pb::OrderItem { sku: "SKU-T".into(), quantity: 1, unit_price_cents: 1200 }],
-        shipping_address: Some(pb::ShippingAddress {
-            line1: "1 Main St".into(),
-            city: "Seoul".into(),
-            postal_code: postal_code.into(),
-            country: "KR".into(),
-        }),
-        idempotency_key: key.into(),
-    }
-}
-
 /// Places an order as part of a fresh trace; returns (order id, trace id).
 async fn place_traced(client: &mut OrderServiceClient<Channel>, postal_code: &str, key: &str) -> (String, String) {
     let (trace_id, traceparent) = remote_parent();
-    let mut req = tonic::Request::new(place_request(postal_code, key));
+    let mut req = tonic::Request::new(crate::saga::request("trace-customer", postal_code, key));
     req.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
     let order = client.place_order(req).await.unwrap().into_inner().order.unwrap();
     (order.order_id, trace_id)
@@ -461,7 +447,7 @@ async fn a_flash_sale_purchase_is_one_trace_into_order_and_delivery() {
         sale_id: sale.sale_id,
         customer_id: "trace-buyer".into(),
         quantity: 1,
-        shipping_address: place_request("10001", "x").shipping_address,
+        shipping_address: crate::saga::request("trace-customer", "10001", "x").shipping_address,
         idempotency_key: String::new(),
     });
     req.metadata_mut().insert("traceparent", traceparent.parse().unwrap());

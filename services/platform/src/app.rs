@@ -22,13 +22,12 @@ use rdkafka::{consumer::StreamConsumer, producer::FutureProducer};
 use sea_orm::DatabaseConnection;
 use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
-use tonic::server::NamedService;
 
 use crate::{
     config::{KafkaArgs, RelayMode, ServerArgs},
     consumer::{EventHandler, IdempotentConsumer},
     db, events,
-    grpc::GrpcServer,
+    grpc::{GrpcServer, GrpcService},
     kafka,
     metrics::MetricsServer,
     outbox::{OutboxRelay, OutboxSignal},
@@ -98,20 +97,7 @@ impl Parts {
 
     /// Step 2: serve `service`, consume `topics` with `handler`, run the metrics server
     /// and the outbox relay.
-    pub fn assemble<S, H>(self, service: S, topics: &[&'static str], handler: H) -> App
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-        H: EventHandler,
-    {
+    pub fn assemble<S: GrpcService, H: EventHandler>(self, service: S, topics: &[&'static str], handler: H) -> App {
         let server = GrpcServer::new(self.listener, self.server).add_service(service);
         let consumer = IdempotentConsumer::new(
             self.db.clone(),

@@ -41,6 +41,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use prometheus::{IntCounter, IntGauge};
 use tower::{Layer, Service};
 
 use crate::metrics;
@@ -223,6 +224,11 @@ struct Shared {
     name: &'static str,
     breaker: Mutex<Breaker>,
     clock: Clock,
+    /// The breaker's metric series, resolved once (calls only touch atomics).
+    state_gauge: Option<IntGauge>,
+    successes: Option<IntCounter>,
+    failures: Option<IntCounter>,
+    rejections: Option<IntCounter>,
 }
 
 impl Shared {
@@ -240,8 +246,16 @@ impl Shared {
         b.record(admitted, failed, (self.clock)());
         self.transition(before, b.state());
         drop(b);
-        let result = if failed { "failure" } else { "success" };
-        metrics::counter("circuit_breaker_calls_total", CALLS_HELP, &[("breaker", self.name), ("result", result)]);
+        let counter = if failed { &self.failures } else { &self.successes };
+        if let Some(c) = counter {
+            c.inc();
+        }
+    }
+
+    fn rejected(&self) {
+        if let Some(c) = &self.rejections {
+            c.inc();
+        }
     }
 
     fn transition(&self, before: State, after: State) {
@@ -253,10 +267,14 @@ impl Shared {
             State::HalfOpen { .. } => tracing::info!(breaker = self.name, "circuit breaker half-open: probing"),
             State::Closed => tracing::info!(breaker = self.name, "circuit breaker closed"),
         }
-        metrics::gauge("circuit_breaker_state", STATE_HELP, &[("breaker", self.name)], after.gauge());
+        if let Some(g) = &self.state_gauge {
+            g.set(after.gauge());
+        }
     }
 }
 
+const CALLS: &str = "circuit_breaker_calls_total";
+const STATE: &str = "circuit_breaker_state";
 const CALLS_HELP: &str = "Calls through a circuit breaker, by breaker and result (success, failure, rejected).";
 const STATE_HELP: &str = "Circuit breaker state, by breaker: 0 closed, 1 half-open, 2 open.";
 
@@ -275,8 +293,20 @@ impl<C> CircuitBreakerLayer<C> {
 
     /// Like [`CircuitBreakerLayer::new`], reading the time from `clock`.
     pub fn with_clock(name: &'static str, config: BreakerConfig, is_failure: C, clock: Clock) -> Self {
-        metrics::gauge("circuit_breaker_state", STATE_HELP, &[("breaker", name)], State::Closed.gauge());
-        Self { shared: Arc::new(Shared { name, breaker: Mutex::new(Breaker::new(config)), clock }), is_failure }
+        let calls = |result| metrics::counter_handle(CALLS, CALLS_HELP, &[("breaker", name), ("result", result)]);
+        let shared = Shared {
+            name,
+            breaker: Mutex::new(Breaker::new(config)),
+            clock,
+            state_gauge: metrics::gauge_handle(STATE, STATE_HELP, &[("breaker", name)]),
+            successes: calls("success"),
+            failures: calls("failure"),
+            rejections: calls("rejected"),
+        };
+        if let Some(g) = &shared.state_gauge {
+            g.set(State::Closed.gauge());
+        }
+        Self { shared: Arc::new(shared), is_failure }
     }
 }
 
@@ -344,9 +374,9 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let admitted = self.shared.admit();
         if let Admit::Reject { retry_in } = admitted {
-            let name = self.shared.name;
-            metrics::counter("circuit_breaker_calls_total", CALLS_HELP, &[("breaker", name), ("result", "rejected")]);
-            return Box::pin(std::future::ready(Err(BreakerError::Open { breaker: name, retry_in })));
+            self.shared.rejected();
+            let breaker = self.shared.name;
+            return Box::pin(std::future::ready(Err(BreakerError::Open { breaker, retry_in })));
         }
         let outcome = Outcome { shared: self.shared.clone(), admitted, recorded: false };
         let is_failure = self.is_failure.clone();
@@ -502,6 +532,12 @@ mod tests {
             assert!(matches!(err, BreakerError::Open { breaker: "test", .. }), "{err}");
         }
         assert_eq!(calls.load(Ordering::SeqCst), 4, "an open breaker does not call the dependency");
+        let series = |result| {
+            metrics::counter_handle(CALLS, CALLS_HELP, &[("breaker", "test"), ("result", result)]).unwrap().get()
+        };
+        assert_eq!((series("failure"), series("rejected")), (4, 100));
+        let state = metrics::gauge_handle(STATE, STATE_HELP, &[("breaker", "test")]).unwrap();
+        assert_eq!(state.get(), 2, "open");
 
         healthy.store(true, Ordering::SeqCst);
         *now.lock().unwrap() += Duration::from_secs(5);
@@ -509,6 +545,7 @@ mod tests {
         assert_eq!(svc.ready().await.unwrap().call(8).await.unwrap(), 8);
         assert_eq!(svc.state(), State::Closed);
         assert_eq!(calls.load(Ordering::SeqCst), 6);
+        assert_eq!((series("success"), state.get()), (2, 0));
     }
 
     /// A probe whose caller gives up counts as failed instead of blocking the breaker.

@@ -82,6 +82,35 @@ pub fn reason_of(status: &Status) -> Option<String> {
     status.get_details_error_info().map(|i| i.reason)
 }
 
+/// A generated tonic service (e.g. `OrderServiceServer<Api>`) as the server mounts it.
+pub trait GrpcService:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A gRPC server under construction: routes, health and reflection.
 pub struct GrpcServer {
     listener: TcpListener,
@@ -101,19 +130,7 @@ impl GrpcServer {
     }
 
     /// Adds a service; its health status starts NOT_SERVING.
-    pub fn add_service<S>(mut self, svc: S) -> Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn add_service<S: GrpcService>(mut self, svc: S) -> Self {
         self.names.push(S::NAME);
         self.routes.add_service(svc);
         self

@@ -23,7 +23,11 @@ use std::{
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+    core::{MetricVec, MetricVecBuilder},
+};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -174,45 +178,50 @@ pub fn counter(name: &str, help: &str, labels: &[(&str, &str)]) {
 
 /// Adds `n` to the business counter `cloudmart_<name>`.
 pub fn counter_add(name: &str, help: &str, labels: &[(&str, &str)], n: u64) {
-    let mut map = M.dynamic_counters.lock().unwrap_or_else(|e| e.into_inner());
-    let vec = match map.get(name) {
-        Some(v) => v.clone(),
-        None => {
-            let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-            let Ok(v) = IntCounterVec::new(Opts::new(self::name(name), help), &names) else {
-                tracing::warn!(metric = name, "invalid metric name or labels; not recorded");
-                return;
-            };
-            if M.registry.register(Box::new(v.clone())).is_err() {
-                tracing::warn!(metric = name, "metric already registered with another type; not recorded");
-                return;
-            }
-            map.insert(name.to_owned(), v.clone());
-            v
-        }
-    };
-    drop(map);
-    let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-    match vec.get_metric_with_label_values(&values) {
-        Ok(c) => c.inc_by(n),
-        Err(e) => tracing::warn!(metric = name, error = %e, "label mismatch; not recorded"),
+    if let Some(c) = counter_handle(name, help, labels) {
+        c.inc_by(n);
     }
+}
+
+/// The labelled series of the business counter `cloudmart_<name>`, for callers that count
+/// on a hot path: resolve it once, then `inc()` costs an atomic add (no lookup, no lock).
+pub fn counter_handle(name: &str, help: &str, labels: &[(&str, &str)]) -> Option<IntCounter> {
+    series(&M.dynamic_counters, name, help, labels, IntCounterVec::new)
 }
 
 /// Sets the business gauge `cloudmart_<name>` (e.g. stock remaining per active sale).
 pub fn gauge(name: &str, help: &str, labels: &[(&str, &str)], value: i64) {
-    let mut map = M.dynamic_gauges.lock().unwrap_or_else(|e| e.into_inner());
-    let vec = match map.get(name) {
+    if let Some(g) = gauge_handle(name, help, labels) {
+        g.set(value);
+    }
+}
+
+/// The labelled series of the business gauge `cloudmart_<name>` (see [`counter_handle`]).
+pub fn gauge_handle(name: &str, help: &str, labels: &[(&str, &str)]) -> Option<IntGauge> {
+    series(&M.dynamic_gauges, name, help, labels, IntGaugeVec::new)
+}
+
+/// Finds or registers the metric family `cloudmart_<name>` in `families` and returns the
+/// series for `labels`; a bad name or label set is logged and not recorded.
+fn series<B: MetricVecBuilder + 'static>(
+    families: &Mutex<HashMap<String, MetricVec<B>>>,
+    name: &str,
+    help: &str,
+    labels: &[(&str, &str)],
+    create: fn(Opts, &[&str]) -> prometheus::Result<MetricVec<B>>,
+) -> Option<B::M> {
+    let mut map = families.lock().unwrap_or_else(|e| e.into_inner());
+    let family = match map.get(name) {
         Some(v) => v.clone(),
         None => {
             let names: Vec<&str> = labels.iter().map(|(k, _)| *k).collect();
-            let Ok(v) = IntGaugeVec::new(Opts::new(self::name(name), help), &names) else {
+            let Ok(v) = create(Opts::new(self::name(name), help), &names) else {
                 tracing::warn!(metric = name, "invalid metric name or labels; not recorded");
-                return;
+                return None;
             };
             if M.registry.register(Box::new(v.clone())).is_err() {
                 tracing::warn!(metric = name, "metric already registered with another type; not recorded");
-                return;
+                return None;
             }
             map.insert(name.to_owned(), v.clone());
             v
@@ -220,10 +229,10 @@ pub fn gauge(name: &str, help: &str, labels: &[(&str, &str)], value: i64) {
     };
     drop(map);
     let values: Vec<&str> = labels.iter().map(|(_, v)| *v).collect();
-    match vec.get_metric_with_label_values(&values) {
-        Ok(g) => g.set(value),
-        Err(e) => tracing::warn!(metric = name, error = %e, "label mismatch; not recorded"),
-    }
+    family
+        .get_metric_with_label_values(&values)
+        .inspect_err(|e| tracing::warn!(metric = name, error = %e, "label mismatch; not recorded"))
+        .ok()
 }
 
 /// Removes one labelled series of a business gauge (a sale that ended).
