@@ -6,7 +6,7 @@ CARGO_FLAGS ?= --locked
 PROFILE ?= release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit build lint lint-charts fmt deploy undeploy kind-down load bench bench-hot-sale smoke clean
+.PHONY: help dev test test-unit build lint lint-charts lint-proto fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,10 +28,14 @@ test-unit: ## Fast unit tests only (no processes)
 fmt: ## Format the code
 	$(CARGO) fmt --all
 
-lint: ## cargo fmt --check, clippy -D warnings, chart checks
+lint: ## cargo fmt --check, clippy -D warnings, chart checks, contract checks (protoc + buf)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy $(CARGO_FLAGS) --workspace --all-targets -- -D warnings
 	$(MAKE) lint-charts
+	$(MAKE) lint-proto
+
+lint-proto: ## The contract through outside tools: protoc (grpcio-tools), buf build/lint/format/breaking
+	bash deploy/lint-proto.sh
 
 lint-charts: ## helm lint/template, schema validation (2 Kubernetes versions), manifest tests
 	bash deploy/lint-charts.sh
@@ -58,6 +62,12 @@ bench: bench-hot-sale ## Local benchmarks with figures (printed and written to t
 
 bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, same PostgreSQL
 	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- hot-sale --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
+
+jaeger: ## Jaeger v2 all-in-one without Docker (built once with Go): OTLP :4317, UI http://localhost:16686
+	bash deploy/jaeger.sh run
+
+kafka: ## Apache Kafka (KRaft) on 127.0.0.1:9092 without Docker, in the background (`bash deploy/kafka.sh stop`)
+	bash deploy/kafka.sh start
 
 clean: ## Remove build output and local data
 	$(CARGO) clean

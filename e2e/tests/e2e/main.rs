@@ -5,7 +5,10 @@
 
 mod harness;
 
+mod crash;
 mod dev;
+mod pyclient;
+mod readme;
 mod saga;
 mod timesale;
 mod tracing;

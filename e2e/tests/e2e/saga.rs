@@ -33,7 +33,7 @@ pub(crate) fn request(customer: &str, postal_code: &str, key: &str) -> pb::Place
     }
 }
 
-async fn wait_terminal(client: &OrderServiceClient<Channel>, ids: &[String]) -> HashMap<String, pb::Order> {
+pub(crate) async fn wait_terminal(client: &OrderServiceClient<Channel>, ids: &[String]) -> HashMap<String, pb::Order> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
     let mut done = HashMap::new();
     let mut client = client.clone();

@@ -1,7 +1,10 @@
-//! Traces and metrics over real processes (issue 4): an OTLP/gRPC receiver in the test
-//! collects the spans order and delivery export; one order is one trace through gRPC and
-//! Kafka; the trace survives a relay restart; spans are flushed on SIGTERM; `/metrics`
-//! serves the RPC, outbox and consumer metrics.
+//! Traces and metrics over real processes (issue 4): the services export OTLP/gRPC to
+//! **Jaeger** when `TEST_JAEGER_URL` (query API, e.g. `http://127.0.0.1:16686`) and
+//! `TEST_JAEGER_OTLP` (e.g. `http://127.0.0.1:4317`) are set — CI runs Jaeger v2 from
+//! `deploy/jaeger.sh` — and the tests read every trace back through Jaeger's HTTP query
+//! API; otherwise an OTLP receiver inside the test collects the spans. Either way: one
+//! order is one trace through gRPC and Kafka; the trace survives a relay restart; spans
+//! are flushed on SIGTERM; `/metrics` serves the RPC, outbox and consumer metrics.
 
 use std::{
     collections::HashMap,
@@ -114,25 +117,150 @@ impl Collector {
         });
         (collector, format!("http://{addr}"))
     }
+}
 
-    fn trace(&self, trace_id: &str) -> Vec<Span> {
-        self.spans.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect()
+/// Jaeger's HTTP query API (`/api/traces/{id}`, `/api/services`), read with a plain
+/// HTTP/1.0 request: no client library between the test and what Jaeger stored.
+#[derive(Clone)]
+struct JaegerQuery {
+    /// `host:port` of the query API.
+    addr: String,
+}
+
+impl JaegerQuery {
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let mut stream = tokio::net::TcpStream::connect(&self.addr)
+            .await
+            .unwrap_or_else(|e| panic!("Jaeger query API at {} does not answer: {e}", self.addr));
+        let req = format!("GET {path} HTTP/1.0\r\nHost: {}\r\nAccept: application/json\r\n\r\n", self.addr);
+        stream.write_all(req.as_bytes()).await.unwrap();
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).await.unwrap();
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The spans Jaeger holds for `trace_id` (empty while it holds none).
+    async fn trace(&self, trace_id: &str) -> Vec<Span> {
+        let (status, body) = self.get(&format!("/api/traces/{trace_id}")).await;
+        if status != 200 {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for t in body["data"].as_array().into_iter().flatten() {
+            let services: HashMap<&str, &str> = t["processes"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(id, p)| (id.as_str(), p["serviceName"].as_str().unwrap_or("")))
+                .collect();
+            for s in t["spans"].as_array().into_iter().flatten() {
+                let attrs: HashMap<String, String> = s["tags"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|tag| {
+                        let v = &tag["value"];
+                        let v = v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+                        (tag["key"].as_str().unwrap_or("").to_owned(), v)
+                    })
+                    .collect();
+                let parent = s["references"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|r| r["refType"] == "CHILD_OF")
+                    .and_then(|r| r["spanID"].as_str())
+                    .unwrap_or("");
+                let kind = match attrs.get("span.kind").map(String::as_str) {
+                    Some("server") => 2,
+                    Some("client") => 3,
+                    Some("producer") => 4,
+                    Some("consumer") => 5,
+                    _ => 1,
+                };
+                out.push(Span {
+                    service: services.get(s["processID"].as_str().unwrap_or("")).copied().unwrap_or("").to_owned(),
+                    trace_id: s["traceID"].as_str().unwrap_or("").to_owned(),
+                    span_id: s["spanID"].as_str().unwrap_or("").to_owned(),
+                    parent_id: parent.to_owned(),
+                    name: s["operationName"].as_str().unwrap_or("").to_owned(),
+                    kind,
+                    attrs,
+                });
+            }
+        }
+        out
+    }
+
+    /// The service names Jaeger has seen.
+    async fn services(&self) -> Vec<String> {
+        let (_, body) = self.get("/api/services").await;
+        body["data"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+    }
+}
+
+/// Where the test reads spans back from: Jaeger when the environment names one (CI),
+/// otherwise the in-test receiver.
+#[derive(Clone)]
+enum Traces {
+    Jaeger(JaegerQuery),
+    Local(Collector),
+}
+
+impl Traces {
+    /// Picks the backend; returns it and the `OTEL_EXPORTER_OTLP_ENDPOINT` for the services.
+    async fn start() -> (Traces, String) {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        match (var("TEST_JAEGER_URL"), var("TEST_JAEGER_OTLP")) {
+            (Some(url), Some(otlp)) => {
+                let addr = url.trim_start_matches("http://").trim_end_matches('/').to_owned();
+                eprintln!("[e2e] traces: Jaeger (OTLP {otlp}, query API http://{addr})");
+                (Traces::Jaeger(JaegerQuery { addr }), otlp)
+            }
+            _ => {
+                let (collector, endpoint) = Collector::start().await;
+                eprintln!(
+                    "[e2e] traces: in-test OTLP receiver at {endpoint} (set TEST_JAEGER_URL and TEST_JAEGER_OTLP for Jaeger)"
+                );
+                (Traces::Local(collector), endpoint)
+            }
+        }
+    }
+
+    async fn trace(&self, trace_id: &str) -> Vec<Span> {
+        match self {
+            Traces::Jaeger(q) => q.trace(trace_id).await,
+            Traces::Local(c) => c.spans.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect(),
+        }
     }
 
     /// Waits until `pred` holds for the spans of `trace_id`; panics with them after 60 s.
     async fn wait_for(&self, trace_id: &str, what: &str, pred: impl Fn(&[Span]) -> bool) -> Vec<Span> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        self.wait_within(trace_id, what, Duration::from_secs(60), pred).await
+    }
+
+    async fn wait_within(
+        &self,
+        trace_id: &str,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&[Span]) -> bool,
+    ) -> Vec<Span> {
+        let deadline = tokio::time::Instant::now() + within;
         loop {
-            let spans = self.trace(trace_id);
+            let spans = self.trace(trace_id).await;
             if pred(&spans) {
                 return spans;
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "trace {trace_id}: {what} not seen; spans:\n{}",
+                "trace {trace_id}: {what} not seen within {within:?}; spans:\n{}",
                 dump(&spans)
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
@@ -250,7 +378,7 @@ fn refs<'a>(env: &'a [(&'static str, String)], extra: &[(&'static str, &'a str)]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_order_is_one_trace_through_grpc_and_kafka() {
-    let (collector, endpoint) = Collector::start().await;
+    let (collector, endpoint) = Traces::start().await;
     let sys = System::new("trace").await;
     let fast = otel_env(&endpoint, "200");
     let delivery = sys.start_delivery(&refs(&fast, &[("FAULT_DELIVERY_FAIL_POSTAL_CODES", "99999")])).await;
@@ -378,15 +506,26 @@ async fn one_order_is_one_trace_through_grpc_and_kafka() {
     wait_status(&mut client, &last, pb::OrderStatus::Confirmed).await;
     assert!(order.terminate(Duration::from_secs(30)).success());
     assert!(delivery.terminate(Duration::from_secs(30)).success());
-    let spans3 = collector.trace(&trace3);
-    assert!(find(&spans3, |s| s.name == PLACE_ORDER && s.service == "order").is_some(), "{}", dump(&spans3));
-    assert!(consumed(&spans3, "delivery", "cloudmart.order.v1.OrderPlaced").is_some(), "{}", dump(&spans3));
-    assert!(consumed(&spans3, "order", "cloudmart.delivery.v1.DeliveryScheduled").is_some(), "{}", dump(&spans3));
+    // The processes are gone; their batch delay (60 s) has not passed, so whatever
+    // arrives now was flushed at shutdown. (Jaeger needs a moment to store it.)
+    collector
+        .wait_within(&trace3, "spans flushed at shutdown", Duration::from_secs(20), |s| {
+            find(s, |x| x.name == PLACE_ORDER && x.service == "order").is_some()
+                && consumed(s, "delivery", "cloudmart.order.v1.OrderPlaced").is_some()
+                && consumed(s, "order", "cloudmart.delivery.v1.DeliveryScheduled").is_some()
+        })
+        .await;
+    if let Traces::Jaeger(q) = &collector {
+        let services = q.services().await;
+        for svc in ["order", "delivery"] {
+            assert!(services.iter().any(|s| s == svc), "Jaeger lists no service {svc}: {services:?}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trace_survives_a_relay_restart() {
-    let (collector, endpoint) = Collector::start().await;
+    let (collector, endpoint) = Traces::start().await;
     let sys = System::new("trace_relay").await;
     let fast = otel_env(&endpoint, "200");
     let _delivery = sys.start_delivery(&refs(&fast, &[])).await;
@@ -419,7 +558,7 @@ async fn the_trace_survives_a_relay_restart() {
 async fn a_flash_sale_purchase_is_one_trace_into_order_and_delivery() {
     use cloudmart_platform::proto::timesale::v1::{self as tpb, time_sale_service_client::TimeSaleServiceClient};
 
-    let (collector, endpoint) = Collector::start().await;
+    let (collector, endpoint) = Traces::start().await;
     let sys = System::new("trace_ts").await;
     let ts_db = cloudmart_platform::testkit::TestDatabase::create("trace_ts_timesale").await.unwrap();
     let fast = otel_env(&endpoint, "200");

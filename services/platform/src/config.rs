@@ -23,12 +23,24 @@ pub struct KafkaArgs {
     #[arg(long = "kafka-create-topics", env = "KAFKA_CREATE_TOPICS", default_value_t = true,
           action = clap::ArgAction::Set)]
     pub create_topics: bool,
+    /// Consumer group session timeout in milliseconds: how long the broker waits for a
+    /// silent (crashed, frozen, partitioned) consumer before it hands that consumer's
+    /// partitions to the other members. The broker accepts 6000..=1800000 by default.
+    #[arg(long = "kafka-session-timeout-ms", env = "KAFKA_SESSION_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1000..=1_800_000))]
+    pub session_timeout_ms: u32,
 }
 
 impl KafkaArgs {
     /// Settings for a broker at `brokers` with no prefix.
     pub fn new(brokers: impl Into<String>) -> Self {
-        Self { brokers: brokers.into(), topic_prefix: String::new(), partitions: 3, create_topics: true }
+        Self {
+            brokers: brokers.into(),
+            topic_prefix: String::new(),
+            partitions: 3,
+            create_topics: true,
+            session_timeout_ms: 10_000,
+        }
     }
 
     /// The physical name of a logical topic (`order-events` -> `<prefix>order-events`).

@@ -153,13 +153,17 @@ impl GrpcServer {
     /// Serves until `token` is cancelled, then stops accepting and drains in-flight calls.
     /// Health stays as set through [`GrpcServer::health`] (NOT_SERVING until marked).
     pub async fn serve(self, token: CancellationToken) -> anyhow::Result<()> {
+        // The contract, health, and google.rpc's error details: reflection clients such as
+        // grpcurl decode an error's `ErrorInfo` / `BadRequest` only if they can look them up.
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cloudmart_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
         let reflection_alpha = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(cloudmart_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
         let mut routes = self.routes;
         routes.add_service(reflection).add_service(reflection_alpha);

@@ -36,8 +36,20 @@ pub fn consumer(kafka: &KafkaArgs, group_id: &str, client_id: &str) -> anyhow::R
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "1000")
+        // Crash recovery time is bounded by the session timeout: a SIGKILLed or frozen
+        // member sends no more heartbeats, and only when its session expires does the
+        // coordinator evict it and give its partitions to a live member (a restarted
+        // process joins at once but waits for that rebalance). 10 s by default: short
+        // enough that a crash stalls a partition for seconds, long enough that a GC-free
+        // Rust process under load or a brief network hiccup does not cause rebalances.
+        // Heartbeats at a tenth of it give ten chances before eviction.
+        .set("session.timeout.ms", kafka.session_timeout_ms.to_string())
+        .set("heartbeat.interval.ms", (kafka.session_timeout_ms / 10).max(100).to_string())
+        // The handler runs one local transaction per event (no network calls beyond the
+        // database); a process that has not polled for 60 s is wedged, and leaving the
+        // group lets another replica take over instead of stalling the partition for the
+        // default 5 minutes.
+        .set("max.poll.interval.ms", kafka.session_timeout_ms.max(60_000).to_string())
         .set("topic.metadata.refresh.interval.ms", "5000")
         .set("allow.auto.create.topics", "true")
         .create()

@@ -77,6 +77,7 @@ impl TestKafka {
                     topic_prefix: prefix.clone(),
                     partitions: 3,
                     create_topics: true,
+                    session_timeout_ms: 10_000,
                 };
                 crate::kafka::ensure_topics(&args, &crate::events::topics::ALL).await?;
                 eprintln!("[testkit] {label}: Kafka at {brokers}, topic prefix {prefix}");
@@ -89,6 +90,7 @@ impl TestKafka {
                     topic_prefix: prefix,
                     partitions: 3,
                     create_topics: false,
+                    session_timeout_ms: 10_000,
                 };
                 eprintln!(
                     "[testkit] {label}: embedded mock broker at {} (set TEST_KAFKA_BROKERS for a real broker)",
@@ -261,4 +263,19 @@ pub fn committed_offset(kafka: &KafkaArgs, group: &str, logical_topic: &str, par
         Offset::Offset(o) => Some(o),
         _ => None,
     }
+}
+
+/// The members the broker's group coordinator lists for `group` (member ids), and the
+/// group's state (`Stable`, `PreparingRebalance`, `CompletingRebalance`, `Empty`, …).
+/// A crash test uses it to see the coordinator evict a SIGKILLed member.
+pub fn group_members(kafka: &KafkaArgs, group: &str) -> Option<(String, Vec<String>)> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", format!("inspector-{}", short_id()))
+        .create()
+        .ok()?;
+    let list = consumer.fetch_group_list(Some(group), Duration::from_secs(10)).ok()?;
+    let info = list.groups().iter().find(|g| g.name() == group)?;
+    Some((info.state().to_owned(), info.members().iter().map(|m| m.id().to_owned()).collect()))
 }
