@@ -6,7 +6,7 @@ CARGO_FLAGS ?= --locked
 PROFILE ?= release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit build lint lint-charts lint-proto fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
+.PHONY: help dev test test-unit build lint lint-charts lint-proto images fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -62,6 +62,9 @@ bench: bench-hot-sale ## Local benchmarks with figures (printed and written to t
 
 bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, same PostgreSQL
 	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- hot-sale --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
+
+images: ## The four images (IMAGE_TAG, default dev); air-gapped bases when no registry answers (AIRGAP=1 forces)
+	bash deploy/images.sh
 
 jaeger: ## Jaeger v2 all-in-one without Docker (built once with Go): OTLP :4317, UI http://localhost:16686
 	bash deploy/jaeger.sh run

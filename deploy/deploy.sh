@@ -52,6 +52,19 @@ if [[ "$DRY_RUN" != 1 ]]; then
   info "kind    $(kind version)"
   info "kubectl $(kubectl version --client 2>/dev/null | head -n1)"
   info "helm    $(helm version --short)"
+  # kindnet enforces NetworkPolicies from kind v0.24.0 on; older clusters would ignore the
+  # chart's policies silently.
+  kind_version=$(kind version | sed -n 's/^kind v\([0-9]*\.[0-9]*\).*/\1/p')
+  if [[ -n "$kind_version" ]] && ! awk -v v="$kind_version" 'BEGIN { split(v, a, "."); exit !(a[1] > 0 || a[2] >= 24) }'; then
+    die "kind v$kind_version does not enforce NetworkPolicies; install kind v0.24.0 or newer"
+  fi
+  # CPU: the chart requests ~1.4 CPU at rest; time-sale at maxReplicas (8 x 200m) adds 1.4
+  # more. With fewer CPUs the HPA's new pods stay Pending and time-sale cannot scale.
+  cpus=$(docker info --format '{{.NCPU}}')
+  info "CPUs available to Docker: $cpus (time-sale at 8 replicas needs ~3 CPUs of requests)"
+  if ((cpus < 3)); then
+    info "warning: with $cpus CPUs time-sale cannot reach its maximum replicas; the HPA will add pods that stay Pending"
+  fi
   mem=$(docker info --format '{{.MemTotal}}')
   mem_gib=$((mem / 1024 / 1024 / 1024))
   info "memory available to Docker: ${mem_gib} GiB (the install requests ~2 GiB, limits ≤ 4 GiB)"
@@ -73,24 +86,28 @@ fi
 run kubectl config use-context "$CONTEXT"
 
 # --- images -----------------------------------------------------------------------------
-declare -A IMAGE_IDS=()
+# `make images` builds them (public bases when a registry answers, air-gapped ones
+# otherwise) and checks their sizes.
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
   step "images (tag $IMAGE_TAG, built for this machine's architecture)"
-  for target in "${IMAGES[@]}"; do
-    run docker build -f deploy/Dockerfile --target "$target" -t "cloudmart/$target:$IMAGE_TAG" .
-  done
-  for target in "${IMAGES[@]}"; do
-    run kind load docker-image "cloudmart/$target:$IMAGE_TAG" --name "$CLUSTER"
-    if [[ "$DRY_RUN" != 1 ]]; then
-      IMAGE_IDS[$target]=$(docker image inspect -f '{{.Id}}' "cloudmart/$target:$IMAGE_TAG")
-      size=$(docker image inspect -f '{{.Size}}' "cloudmart/$target:$IMAGE_TAG")
-      info "cloudmart/$target:$IMAGE_TAG $((size / 1024 / 1024)) MiB"
-      if [[ "$target" != tools ]] && ((size > 30 * 1024 * 1024)); then
-        info "warning: cloudmart/$target is larger than the 30 MiB target"
-      fi
-    fi
-  done
+  run env IMAGE_TAG="$IMAGE_TAG" bash deploy/images.sh
 fi
+for target in "${IMAGES[@]}"; do
+  if [[ "$DRY_RUN" != 1 ]] && ! docker image inspect "cloudmart/$target:$IMAGE_TAG" >/dev/null 2>&1; then
+    die "image cloudmart/$target:$IMAGE_TAG is missing: run 'make images' (or drop SKIP_BUILD=1)"
+  fi
+  # kind load docker-image fails with "content digest not found" under Docker's containerd
+  # image store (kind issue 3795); an image archive works everywhere.
+  if [[ "$DRY_RUN" == 1 ]]; then
+    run kind load docker-image "cloudmart/$target:$IMAGE_TAG" --name "$CLUSTER"
+  elif ! run kind load docker-image "cloudmart/$target:$IMAGE_TAG" --name "$CLUSTER"; then
+    info "kind load docker-image failed; retrying through an image archive"
+    archive=$(mktemp "${TMPDIR:-/tmp}/cloudmart-image.XXXXXX")
+    run docker save -o "$archive" "cloudmart/$target:$IMAGE_TAG"
+    run kind load image-archive "$archive" --name "$CLUSTER"
+    rm -f "$archive"
+  fi
+done
 
 # --- metrics-server ---------------------------------------------------------------------
 step "metrics-server (the HPA reads CPU from it)"
@@ -113,9 +130,12 @@ helm_args=(upgrade --install "$RELEASE" charts/cloudmart
   --set-string "image.tag=$IMAGE_TAG"
   --wait --timeout 10m)
 for target in order delivery timesale; do
-  if [[ -n "${IMAGE_IDS[$target]:-}" ]]; then
-    # a rebuilt image under the same tag must roll the pods
-    helm_args+=(--set-string "$target.podAnnotations.cloudmart\\.io/image-id=${IMAGE_IDS[$target]#sha256:}")
+  # A rebuilt image under the same tag must roll the pods, and an unchanged one must not:
+  # the image id (read from Docker, also with SKIP_BUILD=1) is a pod annotation.
+  id=""
+  [[ "$DRY_RUN" == 1 ]] || id=$(docker image inspect -f '{{.Id}}' "cloudmart/$target:$IMAGE_TAG" 2>/dev/null || true)
+  if [[ -n "$id" ]]; then
+    helm_args+=(--set-string "$target.podAnnotations.cloudmart\\.io/image-id=${id#sha256:}")
   fi
 done
 # shellcheck disable=SC2206

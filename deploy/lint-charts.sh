@@ -112,22 +112,25 @@ fi
 ok "kubernetes-validate $("$KV" --version) ($KV), versions: $K8S_VERSIONS"
 
 # --- profiles ---------------------------------------------------------------------------
-declare -A PROFILES=(
-  [default]=""
-  [kind]="$ROOT/deploy/kind/values.yaml"
-  [external]="$CHART/ci/external-values.yaml"
-)
+# profile -> values file (bash 3.2 has no associative arrays: a function maps them)
+profile_values() {
+  case "$1" in
+    default) echo "" ;;
+    kind) echo "$ROOT/deploy/kind/values.yaml" ;;
+    external) echo "$CHART/ci/external-values.yaml" ;;
+  esac
+}
 rm -rf "$OUT"
 mkdir -p "$OUT"
 for profile in default kind external; do
-  values=${PROFILES[$profile]}
+  values=$(profile_values "$profile")
   args=()
   [[ -n "$values" ]] && args=(-f "$values")
   log "profile $profile${values:+ (${values#"$ROOT"/})}"
-  "$HELM" lint --strict --quiet "$CHART" "${args[@]}" >/dev/null \
-    || { "$HELM" lint --strict "$CHART" "${args[@]}" || true; die "helm lint ($profile)"; }
+  "$HELM" lint --strict --quiet "$CHART" ${args[@]+"${args[@]}"} >/dev/null \
+    || { "$HELM" lint --strict "$CHART" ${args[@]+"${args[@]}"} || true; die "helm lint ($profile)"; }
   ok "helm lint --strict"
-  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" "${args[@]}" >"$OUT/$profile.yaml" \
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" ${args[@]+"${args[@]}"} >"$OUT/$profile.yaml" \
     || die "helm template ($profile)"
   ok "helm template -> ${OUT#"$ROOT"/}/$profile.yaml ($(grep -c '^kind:' "$OUT/$profile.yaml") objects)"
   for v in $K8S_VERSIONS; do

@@ -183,6 +183,10 @@ def main():
         assert code == grpc.StatusCode.INVALID_ARGUMENT, code
         fields = [v.field for v in bad.field_violations] if bad else []
         assert "customer_id" in fields, fields
+        # A NUL character (PostgreSQL cannot store it) is refused by validation, naming the field.
+        code, _, bad = refused(lambda: place("nul\x00customer", "04524"))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT, code
+        assert [v.field for v in bad.field_violations] == ["customer_id"], bad
         code, _, bad = refused(lambda: orders.GetOrder(order_pb2.GetOrderRequest(order_id="not-a-uuid"), timeout=5))
         assert code == grpc.StatusCode.INVALID_ARGUMENT, code
         code, _, _ = refused(lambda: orders.GetOrder(order_pb2.GetOrderRequest(order_id=str(uuid.uuid4())), timeout=5))

@@ -162,10 +162,8 @@ impl OrderService for OrderApi {
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
         let req = request.into_inner();
         let id = domain::order_id(&req.order_id).map_err(bad)?.to_string();
-        if req.reason.len() > 200 {
-            return Err(invalid_argument("reason", "must be at most 200 bytes"));
-        }
-        let event = OrderEvent::CancelRequested { reason: req.reason.trim().to_owned() };
+        let reason = cloudmart_platform::validate::optional_text("reason", &req.reason)?;
+        let event = OrderEvent::CancelRequested { reason };
         for _attempt in 0..5 {
             let (txn, span) = db::begin(&self.db, "cancel_order").await.map_err(db_err)?;
             let row = store::find(&txn, &id).await.map_err(db_err)?.ok_or_else(|| not_found("order", &id))?;

@@ -69,7 +69,7 @@ impl Parts {
     /// Step 1: connect, migrate with `M`, ensure the topics, create producer and consumer,
     /// bind the gRPC and metrics addresses.
     pub async fn open<M: MigratorTrait>(s: Settings<'_>) -> anyhow::Result<Self> {
-        let db = db::connect(s.database_url).await?;
+        let db = db::connect_with_retry(s.database_url, db::CONNECT_BUDGET).await?;
         db::migrate::<M>(&db).await?;
         kafka::ensure_topics(s.kafka, &events::topics::ALL).await?;
         let client_id = format!("cloudmart-{}", s.name);

@@ -12,6 +12,49 @@ use sea_orm::{
 };
 use sea_orm_migration::MigratorTrait;
 
+/// How long start-up keeps retrying the first database connection: on a fresh install
+/// the database may come up after the services, and a retry inside the process beats a
+/// CrashLoopBackOff with growing back-off.
+pub const CONNECT_BUDGET: Duration = Duration::from_secs(90);
+
+/// [`connect`], retried with capped exponential back-off (0.5 s doubling to 5 s) for up to
+/// `budget` while the server is unreachable, logging each attempt. A URL that can never
+/// work (bad scheme, SQLite in a build without it) fails at once.
+pub async fn connect_with_retry(url: &str, budget: Duration) -> anyhow::Result<DatabaseConnection> {
+    normalize_url(url)?;
+    let start = std::time::Instant::now();
+    let mut delay = Duration::from_millis(500);
+    let mut attempt = 1u32;
+    loop {
+        // One attempt waits at most 5 s (the pool would otherwise keep retrying an
+        // unreachable server for its whole acquire timeout inside a single attempt).
+        let left = budget.saturating_sub(start.elapsed()).max(Duration::from_secs(1));
+        let attempt_result = match tokio::time::timeout(left.min(Duration::from_secs(5)), connect(url)).await {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!(
+                "DATABASE_URL {}: no connection within {:?}",
+                redact(url),
+                left.min(Duration::from_secs(5))
+            )),
+        };
+        match attempt_result {
+            Ok(db) => {
+                if attempt > 1 {
+                    tracing::info!(attempt, "database reachable");
+                }
+                return Ok(db);
+            }
+            Err(e) if start.elapsed() + delay < budget => {
+                tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "database not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            Err(e) => return Err(e.context(format!("gave up after {attempt} attempts in {:?}", start.elapsed()))),
+        }
+    }
+}
+
 /// Opens a pool for `url` (`postgres://…` or `sqlite://…`). For SQLite the parent directory
 /// is created and `mode=rwc` added, so the embedded default needs no set-up.
 pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
@@ -42,6 +85,12 @@ fn normalize_url(url: &str) -> anyhow::Result<String> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(url.to_owned())
     } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        if !cfg!(feature = "sqlite") {
+            anyhow::bail!(
+                "DATABASE_URL is a sqlite:// URL, but this build has no SQLite support (built without the \
+                 `sqlite` feature, as the container images are): use a postgres:// URL"
+            )
+        }
         if rest.contains("mode=") || rest.contains(":memory:") {
             Ok(url.to_owned())
         } else if rest.contains('?') {
@@ -202,6 +251,22 @@ mod tests {
     fn passwords_are_redacted() {
         assert_eq!(redact("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
         assert_eq!(redact("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_retried_then_reported() {
+        let err = super::connect_with_retry("postgres://u:p@127.0.0.1:1/db", std::time::Duration::from_secs(8))
+            .await
+            .unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("gave up after") && !text.contains("after 1 attempts"), "{text}");
+        assert!(
+            text.contains("DATABASE_URL") && !text.contains(":p@"),
+            "names the variable, hides the password: {text}"
+        );
+        // A URL that can never work is not retried.
+        let err = super::connect_with_retry("mysql://h/db", std::time::Duration::from_secs(60)).await.unwrap_err();
+        assert!(format!("{err:#}").contains("must start with postgres://"), "{err:#}");
     }
 
     #[tokio::test]

@@ -29,8 +29,19 @@ pub fn text(field: &str, value: &str) -> Result<String, FieldError> {
     if v.is_empty() {
         return Err(FieldError::new(field, "is required"));
     }
+    optional_text(field, v)
+}
+
+/// An optional, trimmed, bounded text field (empty allowed). Control characters are
+/// refused on every backend: PostgreSQL cannot store U+0000 in text at all (it would
+/// surface as INTERNAL), and the others have no business in names, ids or addresses.
+pub fn optional_text(field: &str, value: &str) -> Result<String, FieldError> {
+    let v = value.trim();
     if v.len() > MAX_TEXT {
         return Err(FieldError::new(field, format!("must be at most {MAX_TEXT} bytes")));
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(FieldError::new(field, format!("must not contain control characters (found U+{:04X})", c as u32)));
     }
     Ok(v.to_owned())
 }
@@ -72,14 +83,8 @@ impl Address {
 
 /// An optional idempotency key (empty = none).
 pub fn idempotency_key(value: &str) -> Result<Option<String>, FieldError> {
-    let v = value.trim();
-    if v.is_empty() {
-        Ok(None)
-    } else if v.len() > MAX_TEXT {
-        Err(FieldError::new("idempotency_key", format!("must be at most {MAX_TEXT} bytes")))
-    } else {
-        Ok(Some(v.to_owned()))
-    }
+    let v = optional_text("idempotency_key", value)?;
+    Ok(if v.is_empty() { None } else { Some(v) })
 }
 
 /// A UUID-valued id field, normalised to its hyphenated lower-case form.
@@ -110,5 +115,24 @@ mod tests {
         assert!(uuid("sale_id", "67e55044-10b1-426f-9247-bb680e5fe0c8").is_ok());
         assert_eq!(idempotency_key("  ").unwrap(), None);
         assert_eq!(text("t", &"x".repeat(201)).unwrap_err().field, "t");
+    }
+
+    /// Regression: a NUL in a text field reached PostgreSQL and came back as INTERNAL.
+    #[test]
+    fn control_characters_are_refused_naming_the_field() {
+        let e = text("customer_id", "al\u{0}ice").unwrap_err();
+        assert_eq!(e.field, "customer_id");
+        assert!(e.description.contains("U+0000"), "{}", e.description);
+        assert_eq!(idempotency_key("k\u{0}").unwrap_err().field, "idempotency_key");
+        assert_eq!(optional_text("reason", "a\u{7}b").unwrap_err().field, "reason");
+        let nul_line = ShippingAddress {
+            line1: "1 Main\u{0}".into(),
+            city: "c".into(),
+            postal_code: "p".into(),
+            country: "KR".into(),
+        };
+        assert_eq!(address(Some(&nul_line)).unwrap_err().field, "shipping_address.line1");
+        assert_eq!(optional_text("reason", "changed my mind").unwrap(), "changed my mind");
+        assert_eq!(text("title", "Game console — 한정판").unwrap(), "Game console — 한정판");
     }
 }
