@@ -23,7 +23,7 @@ use cloudmart_platform::{
 };
 
 use crate::{
-    harness::System,
+    harness::{Proc, System},
     saga::{request, wait_terminal},
 };
 
@@ -122,6 +122,24 @@ async fn wait_confirmed_after(client: &OrderServiceClient<tonic::transport::Chan
     .await;
 }
 
+/// SIGKILLs `proc_` (the only member of `service`'s consumer group), starts its
+/// replacement with `restart`, and waits until the coordinator has evicted the dead member
+/// and the new process owns the partitions.
+async fn kill_and_replace<F, Fut>(sys: &System, service: &str, proc_: Proc, restart: F) -> Proc
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Proc>,
+{
+    let group = sys.group(service);
+    let dead = only_member(&sys.kafka.args, &group).await;
+    proc_.crash();
+    let killed_at = Instant::now();
+    let replacement = restart().await;
+    let (member, took) = wait_evicted(&sys.kafka.args, &group, &dead, killed_at).await;
+    eprintln!("[e2e] {service}: dead member {dead} evicted, {member} owns the partitions {took:?} after SIGKILL");
+    replacement
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_consumer_is_evicted_and_its_restart_resumes_under_load() {
     let sys = System::new("kill").await;
@@ -141,21 +159,11 @@ async fn a_sigkilled_consumer_is_evicted_and_its_restart_resumes_under_load() {
     wait_confirmed_after(&client, &accepted, t0).await;
 
     // 1. delivery (consumes order-events) dies mid-stream and comes straight back.
-    let dead = only_member(&sys.kafka.args, &sys.group("delivery")).await;
-    delivery.crash();
-    let killed_at = Instant::now();
-    let _delivery = sys.start_delivery(&[]).await;
-    let (member, took) = wait_evicted(&sys.kafka.args, &sys.group("delivery"), &dead, killed_at).await;
-    eprintln!("[e2e] delivery: dead member {dead} evicted, {member} owns the partitions {took:?} after SIGKILL");
+    let _delivery = kill_and_replace(&sys, "delivery", delivery, || sys.start_delivery(&[])).await;
     wait_confirmed_after(&client, &accepted, Instant::now()).await;
 
     // 2. order (consumes delivery-events, serves the load) dies and comes back.
-    let dead = only_member(&sys.kafka.args, &sys.group("order")).await;
-    order.crash();
-    let killed_at = Instant::now();
-    let order = sys.start_order(&[]).await;
-    let (member, took) = wait_evicted(&sys.kafka.args, &sys.group("order"), &dead, killed_at).await;
-    eprintln!("[e2e] order: dead member {dead} evicted, {member} owns the partitions {took:?} after SIGKILL");
+    let order = kill_and_replace(&sys, "order", order, || sys.start_order(&[])).await;
     wait_confirmed_after(&client, &accepted, Instant::now()).await;
 
     stop.store(true, Ordering::Relaxed);
