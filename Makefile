@@ -66,7 +66,7 @@ bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, sa
 images: ## The four images (IMAGE_TAG, default dev); air-gapped bases when no registry answers (AIRGAP=1 forces)
 	bash deploy/images.sh
 
-jaeger: ## Jaeger v2 all-in-one without Docker (built once with Go): OTLP :4317, UI http://localhost:16686
+jaeger: ## Jaeger v2 without Docker (built once with Go): OTLP :4317, query API :16686 (no web UI in a Go build)
 	bash deploy/jaeger.sh run
 
 kafka: ## Apache Kafka (KRaft) on 127.0.0.1:9092 without Docker, in the background (`bash deploy/kafka.sh stop`)

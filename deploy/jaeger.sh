@@ -8,8 +8,10 @@
 #   bash deploy/jaeger.sh start     # background, waits until healthy; `stop` ends it
 #   bash deploy/jaeger.sh build     # only build; prints the binary's path
 #
-# Then: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 make dev, and open
-# http://localhost:16686. Settings (environment): JAEGER_MAX_TRACES (20000),
+# Then: OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4317 make dev, and query
+# http://127.0.0.1:16686/api/traces?service=order. The Go module has no compiled web UI
+# (Jaeger's releases build it with npm), so `/` shows Jaeger's placeholder page; the HTTP
+# query API is complete. For the web UI use the Docker image or the chart. Settings (environment): JAEGER_MAX_TRACES (20000),
 # JAEGER_LISTEN_HOST (127.0.0.1), JAEGER_QUERY_PORT (16686), JAEGER_OTLP_GRPC_PORT (4317),
 # JAEGER_OTLP_HTTP_PORT (4318), JAEGER_HEALTH_PORT (13133), JAEGER_QUERY_GRPC_PORT (16685),
 # JAEGER_BIN (use this binary instead of building one).
@@ -88,7 +90,7 @@ case "${1:-}" in
   status) if pid=$(running_pid) && healthy; then echo "running (pid $pid), UI http://$host:$query_port"; else echo "not running"; exit 1; fi ;;
   run)
     build
-    say "Jaeger $version: send OTLP to http://$host:${JAEGER_OTLP_GRPC_PORT:-4317}, open http://localhost:$query_port (Ctrl-C stops)"
+    say "Jaeger $version: send OTLP to http://$host:${JAEGER_OTLP_GRPC_PORT:-4317}, query API http://localhost:$query_port/api/traces?service=order (no web UI in a Go build; Ctrl-C stops)"
     exec "$bin" --config "file:$here/jaeger/config.yaml" ;;
   -h | --help | help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
   *) die "usage: $0 run|start|stop|status|build|help" ;;
