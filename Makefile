@@ -6,7 +6,7 @@ CARGO_FLAGS ?= --locked
 PROFILE ?= release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit build lint lint-charts lint-proto images fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
+.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,9 @@ bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, sa
 
 images: ## The four images (IMAGE_TAG, default dev); air-gapped bases when no registry answers (AIRGAP=1 forces)
 	bash deploy/images.sh
+
+rehearse: ## The Helm chart run as Docker containers: probes, helm test, saga, load Job, trace, audit (ARGS=--keep ...)
+	bash deploy/rehearse.sh $(ARGS)
 
 jaeger: ## Jaeger v2 without Docker (built once with Go): OTLP :4317, query API :16686 (no web UI in a Go build)
 	bash deploy/jaeger.sh run

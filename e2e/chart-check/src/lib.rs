@@ -49,6 +49,8 @@ pub struct Workload {
     pub kind: &'static str,
     pub name: String,
     pub replicas: Option<i32>,
+    /// A Job's `backoffLimit` (retries before it counts as failed).
+    pub backoff_limit: Option<i32>,
     pub labels: Labels,
     pub spec: PodSpec,
 }
@@ -125,6 +127,7 @@ impl Render {
                         kind: "Deployment",
                         name: name_of(&d.metadata),
                         replicas: spec.replicas,
+                        backoff_limit: None,
                         labels: spec.template.metadata.and_then(|m| m.labels).unwrap_or_default(),
                         spec: spec.template.spec.ok_or_else(|| format!("{what}: no pod spec"))?,
                     });
@@ -136,6 +139,7 @@ impl Render {
                         kind: "StatefulSet",
                         name: name_of(&s.metadata),
                         replicas: Some(spec.replicas.unwrap_or(1)),
+                        backoff_limit: None,
                         labels: spec.template.metadata.and_then(|m| m.labels).unwrap_or_default(),
                         spec: spec.template.spec.ok_or_else(|| format!("{what}: no pod spec"))?,
                     });
@@ -147,6 +151,7 @@ impl Render {
                         kind: "Job",
                         name: name_of(&j.metadata),
                         replicas: Some(spec.parallelism.unwrap_or(1)),
+                        backoff_limit: Some(spec.backoff_limit.unwrap_or(6)),
                         labels: spec.template.metadata.and_then(|m| m.labels).unwrap_or_default(),
                         spec: spec.template.spec.ok_or_else(|| format!("{what}: no pod spec"))?,
                     });
@@ -157,6 +162,7 @@ impl Render {
                         kind: "Pod",
                         name: name_of(&p.metadata),
                         replicas: Some(1),
+                        backoff_limit: None,
                         labels: p.metadata.labels.unwrap_or_default(),
                         spec: p.spec.ok_or_else(|| format!("{what}: no spec"))?,
                     });
@@ -558,6 +564,7 @@ impl Render {
             kind: "Pod",
             name: "synthetic-client".into(),
             replicas: Some(1),
+            backoff_limit: None,
             labels: [(CLIENT_LABEL.0.to_owned(), CLIENT_LABEL.1.to_owned())].into(),
             spec: PodSpec::default(),
         };

