@@ -6,7 +6,7 @@ CARGO_FLAGS ?= --locked
 PROFILE ?= release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
+.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse bench-scale fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,10 +58,14 @@ smoke: ## Send one order through a running system (ORDER_ENDPOINT, default http:
 # PostgreSQL server the benchmarks create their databases on.
 BENCH_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
 
-bench: bench-hot-sale ## Local benchmarks with figures (printed and written to target/bench/)
+bench: bench-hot-sale bench-scale ## Local benchmarks with figures (printed and written to target/bench/)
 
 bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, same PostgreSQL
 	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- hot-sale --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
+
+bench-scale: ## Rehearsal (Docker): time-sale at 1/2/4 replicas, then the HPA replay (target/bench/scale-out.json, hpa-replay.{json,png})
+	@if ! $${DOCKER:-docker} info >/dev/null 2>&1; then echo "bench-scale: SKIPPED (no Docker engine answers; it runs the chart as containers)"; else \
+	  bash deploy/rehearse.sh scale-out $(SCALE_ARGS) && SKIP_IMAGES=1 bash deploy/rehearse.sh hpa-replay $(HPA_ARGS); fi
 
 images: ## The four images (IMAGE_TAG, default dev); air-gapped bases when no registry answers (AIRGAP=1 forces)
 	bash deploy/images.sh

