@@ -21,22 +21,34 @@ pub struct SmokeOutcome {
     pub cancel_reason: String,
 }
 
-/// Connects to the order service, retrying until `deadline` (it may still be starting).
-pub async fn connect_order(
+/// A channel to `endpoint`, retrying until `within` has passed (the service may still
+/// be starting); `what` names the service in the error.
+pub async fn connect_channel(
     endpoint: &str,
     within: Duration,
-) -> anyhow::Result<OrderServiceClient<tonic::transport::Channel>> {
+    what: &str,
+) -> anyhow::Result<tonic::transport::Channel> {
     let deadline = tokio::time::Instant::now() + within;
+    let target = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
+        .with_context(|| format!("{what} endpoint {endpoint:?} is not a URL"))?;
     loop {
-        match OrderServiceClient::connect(endpoint.to_owned()).await {
+        match target.connect().await {
             Ok(c) => return Ok(c),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 eprintln!("waiting for {endpoint}: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot reach order service at {endpoint}")),
+            Err(e) => return Err(e).with_context(|| format!("cannot reach {what} at {endpoint}")),
         }
     }
+}
+
+/// Connects to the order service, retrying until `within` has passed.
+pub async fn connect_order(
+    endpoint: &str,
+    within: Duration,
+) -> anyhow::Result<OrderServiceClient<tonic::transport::Channel>> {
+    Ok(OrderServiceClient::new(connect_channel(endpoint, within, "order service").await?))
 }
 
 /// Places one order and polls it until CONFIRMED or CANCELLED.
@@ -102,16 +114,7 @@ pub struct PurchaseOutcome {
 /// order service has turned it into an order (`ORDERED`) or it was cancelled.
 pub async fn smoke_purchase(endpoint: &str, timeout: Duration) -> anyhow::Result<PurchaseOutcome> {
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut client = loop {
-        match TimeSaleServiceClient::connect(endpoint.to_owned()).await {
-            Ok(c) => break c,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("waiting for {endpoint}: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => return Err(e).with_context(|| format!("cannot reach time-sale service at {endpoint}")),
-        }
-    };
+    let mut client = TimeSaleServiceClient::new(connect_channel(endpoint, timeout, "time-sale service").await?);
     let now = chrono::Utc::now().timestamp();
     let sale = client
         .create_sale(ts::CreateSaleRequest {

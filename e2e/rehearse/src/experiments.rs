@@ -23,6 +23,10 @@ use crate::rehearsal::{Rehearsal, indent};
 /// The service that scales.
 pub const APP: &str = "timesale";
 
+/// `--horizontal-pod-autoscaler-initial-readiness-delay`: CPU of a pod Ready for less than
+/// this is set aside.
+pub const INITIAL_READINESS_DELAY_SECS: f64 = 30.0;
+
 /// An open-loop rush.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Rush {
@@ -68,9 +72,9 @@ pub fn purchase_calls(samples: &[Sample]) -> (f64, f64) {
         s.name == "cloudmart_rpc_server_requests_total"
             && s.labels.get("rpc_method").map(String::as_str) == Some("Purchase")
     });
-    calls.fold((0.0, 0.0), |(all, ok), s| {
-        (all + s.value, ok + if s.labels.get("code").map(String::as_str) == Some("OK") { s.value } else { 0.0 })
-    })
+    // The code label is the numeric gRPC status ("0" = OK).
+    let is_ok = |s: &Sample| matches!(s.labels.get("code").map(String::as_str), Some("0" | "OK"));
+    calls.fold((0.0, 0.0), |(all, ok), s| (all + s.value, ok + if is_ok(s) { s.value } else { 0.0 }))
 }
 
 /// Cumulative Purchase latency buckets (upper bound in seconds, count).
@@ -281,6 +285,9 @@ pub struct Replay {
     pub first_added_ready_secs: Option<f64>,
     pub max_replicas_seen: u32,
     pub load: Option<LoadReport>,
+    /// Purchase calls each time-sale replica served during the replay (its /metrics): a
+    /// replica added mid-rush gets calls once clients reconnect (connection-age rotation).
+    pub served: Vec<(String, u64)>,
     /// Other Deployments' replica counts, unchanged throughout.
     pub fixed: Vec<(String, u32)>,
 }
@@ -314,11 +321,15 @@ pub async fn hpa_replay(
     let load_container = r.container(&load.pod);
     let mut samples: Vec<ReplaySample> = Vec::new();
     let mut ready: BTreeMap<String, bool> = running.iter().map(|p| (p.pod.clone(), true)).collect();
+    // When each pod became Ready (the ones already running: long ago).
+    let mut ready_at: BTreeMap<String, f64> = running.iter().map(|p| (p.pod.clone(), f64::NEG_INFINITY)).collect();
     let mut first_added_ready: Option<f64> = None;
     let mut last_calls: BTreeMap<String, (f64, Vec<(f64, f64)>)> = BTreeMap::new();
+    let mut served: BTreeMap<String, f64> = BTreeMap::new();
     let mut last_t = 0.0;
     let mut load_done_at: Option<f64> = None;
-    let mut next_sync = 0.0;
+    // The first pass comes one period into the load, when metrics cover it.
+    let mut next_sync = sync_secs as f64;
     loop {
         let t = t0.elapsed().as_secs_f64();
         // readiness of added replicas, checked every second like the kubelet would
@@ -330,6 +341,7 @@ pub async fn hpa_replay(
                     .is_ok()
             {
                 ready.insert(p.pod.clone(), true);
+                ready_at.insert(p.pod.clone(), t);
                 println!("    t={t:>5.0}s  {} Ready", p.pod);
                 first_added_ready.get_or_insert(t);
             }
@@ -348,12 +360,19 @@ pub async fn hpa_replay(
             let names: Vec<String> = running.iter().map(|p| r.container(&p.pod)).collect();
             let cpu = r.docker.cpu_cores(&names).await.unwrap_or_default();
             let ready_now = running.iter().filter(|p| ready.get(&p.pod) == Some(&true)).count() as u32;
-            // The metrics API averages over pods with metrics; a starting pod counts
-            // from its first sample.
-            let avg = if cpu.is_empty() { 0.0 } else { cpu.iter().map(|(_, c)| c).sum::<f64>() / cpu.len() as f64 };
-            let util = avg / request * 100.0;
+            // Like the controller: the CPU of pods not Ready, Ready for less than the initial
+            // readiness delay, or without a sample does not count as load (see
+            // Autoscaler::recommendation_with_pods for how they dampen a scale-up).
+            let settled: Vec<f64> = running
+                .iter()
+                .zip(&names)
+                .filter(|(p, _)| ready_at.get(&p.pod).is_some_and(|at| t - at >= INITIAL_READINESS_DELAY_SECS))
+                .filter_map(|(_, n)| cpu.iter().find(|(c, _)| c == n).map(|(_, v)| *v / request * 100.0))
+                .collect();
+            let unready = running.len() - settled.len();
+            let util = if settled.is_empty() { 0.0 } else { settled.iter().sum::<f64>() / settled.len() as f64 };
             let current = running.len() as u32;
-            let desired = auto.step(t, current, util);
+            let desired = auto.step_pods(t, current, &settled, unready);
             // throughput and p99 since the last sync, summed over replicas
             let (mut calls, mut buckets_before, mut buckets_after) = (0.0, Vec::new(), Vec::new());
             for p in running.clone() {
@@ -362,6 +381,7 @@ pub async fn hpa_replay(
                 let b = purchase_buckets(&s);
                 let (prev_ok, prev_b) = last_calls.get(&p.pod).cloned().unwrap_or((0.0, Vec::new()));
                 calls += (ok - prev_ok).max(0.0);
+                *served.entry(p.pod.clone()).or_default() += (ok - prev_ok).max(0.0);
                 merge(&mut buckets_before, &prev_b);
                 merge(&mut buckets_after, &b);
                 last_calls.insert(p.pod.clone(), (ok, b));
@@ -400,6 +420,7 @@ pub async fn hpa_replay(
                     let pod = running.pop().expect("non-empty");
                     r.remove_pod(&pod).await?;
                     ready.remove(&pod.pod);
+                    ready_at.remove(&pod.pod);
                     last_calls.remove(&pod.pod);
                 }
             }
@@ -428,6 +449,7 @@ pub async fn hpa_replay(
         first_added_ready_secs: first_added_ready,
         samples,
         load: report,
+        served: served.into_iter().map(|(pod, n)| (pod, n as u64)).collect(),
         fixed,
     };
     write_replay(&replay, out_dir)?;
@@ -511,10 +533,11 @@ pub fn replay_table(replay: &Replay) -> String {
         ));
     }
     t.push_str(&format!(
-        "\nfirst added replica Ready {} after the load started; at most {} replicas; order/delivery fixed at {:?}\n",
+        "\nfirst added replica Ready {} after the load started; at most {} replicas; order/delivery fixed at {:?}\npurchases served per replica: {}\n",
         replay.first_added_ready_secs.map_or("never".to_owned(), |s| format!("{s:.0} s")),
         replay.max_replicas_seen,
-        replay.fixed
+        replay.fixed,
+        replay.served.iter().map(|(p, n)| format!("{p} {n}")).collect::<Vec<_>>().join(", ")
     ));
     t
 }
@@ -525,9 +548,9 @@ mod tests {
 
     const METRICS: &str = r#"# HELP cloudmart_rpc_server_requests_total gRPC calls served
 # TYPE cloudmart_rpc_server_requests_total counter
-cloudmart_rpc_server_requests_total{code="OK",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 90
-cloudmart_rpc_server_requests_total{code="RESOURCE_EXHAUSTED",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 10
-cloudmart_rpc_server_requests_total{code="OK",rpc_method="GetSale",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 5
+cloudmart_rpc_server_requests_total{code="0",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 90
+cloudmart_rpc_server_requests_total{code="8",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 10
+cloudmart_rpc_server_requests_total{code="0",rpc_method="GetSale",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 5
 cloudmart_rpc_server_duration_seconds_bucket{rpc_method="Purchase",rpc_service="s",le="0.001"} 10
 cloudmart_rpc_server_duration_seconds_bucket{rpc_method="Purchase",rpc_service="s",le="0.005"} 80
 cloudmart_rpc_server_duration_seconds_bucket{rpc_method="Purchase",rpc_service="s",le="0.05"} 99

@@ -161,9 +161,46 @@ impl Autoscaler {
         (f64::from(current) * ratio).ceil().max(0.0) as u32
     }
 
-    /// One controller pass at `now` (seconds) with `current` replicas whose average CPU is
-    /// `utilization` percent of their request. Returns the replica count to set, and
-    /// records the change (if any) for later rate limits.
+    /// Step 1 the way the controller does it with pods that are not Ready yet (or Ready
+    /// for less than the initial readiness delay) or have no metrics: the ratio is taken
+    /// over the `ready` pods' utilisations (percent of request); if that says scale up,
+    /// the others are counted at 0 % and the ratio recomputed — if it then reverses or
+    /// falls within the tolerance, nothing changes ("further dampening the magnitude of
+    /// a scale up"). For a scale-down they are set aside.
+    pub fn recommendation_with_pods(&self, current: u32, ready: &[f64], unready: usize) -> u32 {
+        if ready.is_empty() {
+            return current;
+        }
+        let ratio = ready.iter().sum::<f64>() / ready.len() as f64 / self.target_utilization;
+        if (ratio - 1.0).abs() <= self.tolerance {
+            return current;
+        }
+        if ratio > 1.0 && unready > 0 {
+            let all = ready.len() + unready;
+            let new_ratio = ready.iter().sum::<f64>() / all as f64 / self.target_utilization;
+            if new_ratio <= 1.0 || (new_ratio - 1.0).abs() <= self.tolerance {
+                return current;
+            }
+            return (new_ratio * all as f64).ceil() as u32;
+        }
+        (ratio * ready.len() as f64).ceil().max(0.0) as u32
+    }
+
+    /// One controller pass at `now` with `current` replicas: `ready` holds the CPU (percent
+    /// of request) of the pods that count, `unready` how many do not (yet). Returns the
+    /// replica count to set and records the change for later rate limits.
+    pub fn step_pods(&mut self, now: f64, current: u32, ready: &[f64], unready: usize) -> u32 {
+        let raw = self.recommendation_with_pods(current, ready, unready);
+        let desired = self.normalize(now, current, raw);
+        if desired != current {
+            self.events.push((now, i64::from(desired) - i64::from(current)));
+        }
+        desired
+    }
+
+    /// One controller pass at `now` (seconds) with `current` replicas, all Ready, whose
+    /// average CPU is `utilization` percent of their request. Returns the replica count to
+    /// set, and records the change (if any) for later rate limits.
     pub fn step(&mut self, now: f64, current: u32, utilization: f64) -> u32 {
         let raw = self.raw_recommendation(current, utilization);
         let desired = self.normalize(now, current, raw);
@@ -331,6 +368,29 @@ mod tests {
         assert_eq!(a.step(15.0, 4, 10.0), 4, "a dip inside the window changes nothing");
         assert_eq!(a.step(90.0, 4, 10.0), 4);
         assert_eq!(a.step(136.0, 4, 10.0), 1, "once the peak left the window: ceil(4 × 10/60) = 1");
+    }
+
+    /// "if any not-yet-ready pods were present, and the workload would have scaled up …
+    /// the controller conservatively assumes that the not-yet-ready pods are consuming 0%
+    /// … If the new ratio reverses the scale direction, or is within the tolerance, the
+    /// controller doesn't take any scaling action."
+    #[test]
+    fn not_yet_ready_pods_dampen_a_scale_up() {
+        let a = Autoscaler::new(1, 10, 60.0, Rules::default_up(), Rules::default_down());
+        assert_eq!(a.recommendation_with_pods(2, &[103.0], 1), 2, "103 % over 2 pods is 51.5 %: reversed, no action");
+        assert_eq!(
+            a.recommendation_with_pods(3, &[120.0, 120.0], 1),
+            4,
+            "240 % over 3 pods is 80 %: ratio 1.33, ceil(1.33 × 3) = 4"
+        );
+        assert_eq!(a.recommendation_with_pods(2, &[103.0], 0), 2, "all Ready: ceil(1.72 × 1) = 2");
+        assert_eq!(a.recommendation_with_pods(1, &[300.0], 0), 5, "ceil(5 × 1)");
+        assert_eq!(
+            a.recommendation_with_pods(4, &[10.0, 10.0], 2),
+            1,
+            "a scale-down sets the unready aside: ceil(0.17 × 2)"
+        );
+        assert_eq!(a.recommendation_with_pods(4, &[], 4), 4, "no metrics: no action");
     }
 
     #[test]

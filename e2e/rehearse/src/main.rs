@@ -78,9 +78,9 @@ impl RushArgs {
 
 #[derive(Args, Debug, Clone)]
 struct ScaleOutArgs {
-    /// Replica counts, in order.
+    /// Time-sale replica counts to measure, in order.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4")]
-    replicas: Vec<u32>,
+    steps: Vec<u32>,
     #[command(flatten)]
     rush: RushArgs,
 }
@@ -188,14 +188,14 @@ async fn main() -> ExitCode {
             let rush = args.rush.rush(1500, 30);
             let out = args.rush.out.clone();
             let mut render = cli.render.clone();
-            let max = args.replicas.iter().copied().max().unwrap_or(1);
+            let max = args.steps.iter().copied().min().unwrap_or(0);
             if max == 0 {
-                eprintln!("rehearse: --replicas must be at least 1");
+                eprintln!("rehearse: every --steps count must be at least 1");
                 return ExitCode::from(2);
             }
             // start with one replica; the experiment adds the others
             render.replicas.push(("cloudmart-timesale".into(), 1));
-            let counts = args.replicas.clone();
+            let counts = args.steps.clone();
             session(&render, args.rush.timeout_secs, async move |r: &mut Rehearsal| {
                 let rows = experiments::scale_out(r, &counts, rush, &out).await?;
                 Ok(rows.iter().all(|row| row.oversell == 0))
@@ -355,5 +355,26 @@ async fn interrupted() -> &'static str {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => "Ctrl-C",
         _ = term.recv() => "SIGTERM",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+        // Parsing reaches every field (a flag defined twice with two types panics here).
+        for line in [
+            &["cloudmart-rehearse"][..],
+            &["cloudmart-rehearse", "up", "--keep", "--set", "a=b", "--replicas", "cloudmart-order=2"],
+            &["cloudmart-rehearse", "scale-out", "--steps", "1,2", "--rps", "10", "--replicas", "x=1"],
+            &["cloudmart-rehearse", "hpa-replay", "--sync-secs", "5", "-f", "v.yaml"],
+            &["cloudmart-rehearse", "plan"],
+            &["cloudmart-rehearse", "down"],
+        ] {
+            super::Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        }
     }
 }
