@@ -25,7 +25,14 @@ pub struct DeliveryEvents {
 
 #[async_trait]
 impl EventHandler for DeliveryEvents {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), HandleError> {
+    /// Nothing to ask outside the database.
+    type Prepared = ();
+
+    async fn prepare(&self, _event: &InboundEvent) -> Result<(), HandleError> {
+        Ok(())
+    }
+
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
         match event.meta.ce_type.as_str() {
             ev::OrderPlaced::TYPE => {
                 let e: ev::OrderPlaced = decode(&event.payload)?;

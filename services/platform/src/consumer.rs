@@ -111,10 +111,29 @@ impl From<prost::DecodeError> for HandleError {
     }
 }
 
-/// Applies events to a service's state. Writes go through `txn` (the consumer commits it).
+/// Applies events to a service's state, in two steps:
+///
+/// 1. [`prepare`](EventHandler::prepare) does whatever leaves the process (an RPC to
+///    another service) *before* any transaction opens, so no pooled connection or row
+///    lock is held while the network is slow — a hanging peer then stalls this one event,
+///    not every user of the database;
+/// 2. [`handle`](EventHandler::handle) reads and writes the database only, through `txn`
+///    (the consumer commits it together with the event id), using what `prepare` found.
+///
+/// A transient failure in either step retries both; `prepare` must be safe to repeat.
 #[async_trait]
 pub trait EventHandler: Send + Sync + 'static {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), HandleError>;
+    /// What `prepare` hands to `handle` (`()` for handlers that call nothing outside).
+    type Prepared: Send + 'static;
+
+    async fn prepare(&self, event: &InboundEvent) -> Result<Self::Prepared, HandleError>;
+
+    async fn handle(
+        &self,
+        txn: &DatabaseTransaction,
+        event: &InboundEvent,
+        prepared: Self::Prepared,
+    ) -> Result<(), HandleError>;
 }
 
 /// What [`IdempotentConsumer::apply`] did.
@@ -126,13 +145,15 @@ pub enum Applied {
     Duplicate,
 }
 
-/// Records the event id and applies `handler` in one transaction. The consumer's single
-/// step, public so tests can drive it without a broker.
+/// Runs `handler.prepare` outside any transaction, then records the event id and applies
+/// `handler.handle` in one transaction. The consumer's single step, public so tests can
+/// drive it without a broker.
 pub async fn apply<H: EventHandler + ?Sized>(
     db: &DatabaseConnection,
     handler: &H,
     event: &InboundEvent,
 ) -> Result<Applied, HandleError> {
+    let prepared = handler.prepare(event).await?;
     let (txn, span) = crate::db::begin(db, "consume").await?;
     let row = entity::ActiveModel {
         event_id: Set(event.meta.id.clone()),
@@ -148,7 +169,7 @@ pub async fn apply<H: EventHandler + ?Sized>(
         txn.rollback().await?;
         return Ok(Applied::Duplicate);
     }
-    handler.handle(&txn, event).await?;
+    handler.handle(&txn, event, prepared).await?;
     span.commit(txn).await?;
     Ok(Applied::Applied)
 }

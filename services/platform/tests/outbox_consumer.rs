@@ -48,7 +48,14 @@ impl MigratorTrait for Migrator {
 struct Counting;
 #[async_trait]
 impl EventHandler for Counting {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), HandleError> {
+    /// Nothing to ask outside the database.
+    type Prepared = ();
+
+    async fn prepare(&self, _event: &InboundEvent) -> Result<(), HandleError> {
+        Ok(())
+    }
+
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
         let k = match event.meta.ce_type.as_str() {
             ev::OrderPlaced::TYPE => {
                 decode::<ev::OrderPlaced>(&event.payload)?;

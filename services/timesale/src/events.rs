@@ -23,7 +23,14 @@ pub struct TimeSaleEvents;
 
 #[async_trait]
 impl EventHandler for TimeSaleEvents {
-    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), HandleError> {
+    /// Nothing to ask outside the database.
+    type Prepared = ();
+
+    async fn prepare(&self, _event: &InboundEvent) -> Result<(), HandleError> {
+        Ok(())
+    }
+
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
         let (purchase_id, order_id, what) = match event.meta.ce_type.as_str() {
             ev::OrderPlaced::TYPE => {
                 let e: ev::OrderPlaced = decode(&event.payload)?;
