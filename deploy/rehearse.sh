@@ -24,8 +24,17 @@ source "$ROOT/deploy/k8s-tools.sh"
 HELM=$(pick_tool helm "${HELM:-}")
 export HELM
 
-command -v "$DOCKER" >/dev/null || die "$DOCKER not found: the rehearsal runs the chart on Docker"
-"$DOCKER" info >/dev/null 2>&1 || die "the Docker engine does not answer (is dockerd running?)"
+cmd=up
+case "${1:-}" in
+  up | scale-out | hpa-replay | plan | down) cmd=$1; shift ;;
+esac
+# plan and down start nothing: no images needed (plan needs no Docker at all)
+case "$cmd" in plan | down) SKIP_IMAGES=1 ;; esac
+
+if [[ "$cmd" != plan ]]; then
+  command -v "$DOCKER" >/dev/null || die "$DOCKER not found: the rehearsal runs the chart on Docker"
+  "$DOCKER" info >/dev/null 2>&1 || die "the Docker engine does not answer (is dockerd running?)"
+fi
 
 if [[ "${SKIP_IMAGES:-0}" != 1 ]]; then
   log "cloudmart images (make images)"
@@ -37,8 +46,4 @@ fi
 log "cloudmart-rehearse"
 cargo build --locked --release -p cloudmart-rehearse
 target=${CARGO_TARGET_DIR:-$ROOT/target}
-cmd=up
-case "${1:-}" in
-  up | scale-out | hpa-replay | plan | down) cmd=$1; shift ;;
-esac
 exec "$target/release/cloudmart-rehearse" "$cmd" "$@"

@@ -262,7 +262,9 @@ async fn up(args: &RenderArgs, up: &UpArgs) -> Result<ExitCode> {
     };
     let interrupted = matches!(&outcome, Err(e) if e.to_string().starts_with("interrupted"));
     if up.keep && !interrupted {
-        println!("==> --keep: run {run_id} left running (network {run_id}); `cloudmart-rehearse down` removes it");
+        println!(
+            "==> --keep: run {run_id} left running (network {run_id}); `cloudmart-rehearse down` (or `make rehearse ARGS=down`) removes it"
+        );
     } else {
         match Rehearsal::cleanup(&docker, &run_id, &files_dir).await {
             Ok(n) => println!("==> removed {n} containers, network {run_id} and {}", files_dir.display()),

@@ -181,3 +181,44 @@ async fn a_sigkilled_consumer_is_evicted_and_its_restart_resumes_under_load() {
     assert!(order.terminate(Duration::from_secs(30)).success());
     crate::timesale::audit(&sys.order_db, &sys.delivery_db, None);
 }
+
+/// SIGTERM under load, as Kubernetes stops a pod: each process drains and exits 0 within
+/// the chart's grace period (30 s), every order the order service acknowledged is
+/// durable, and once both are back every one of them ends CONFIRMED — nothing consumed
+/// and acknowledged to the broker was left unapplied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_exits_cleanly_and_loses_no_acknowledged_order() {
+    /// `terminationGracePeriodSeconds` of the chart's services.
+    const GRACE: Duration = Duration::from_secs(30);
+    let sys = System::new("term").await;
+    let delivery = sys.start_delivery(&[]).await;
+    let order = sys.start_order(&[]).await;
+    let client = OrderServiceClient::connect(format!("http://{}", sys.order_addr)).await.unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let t0 = Instant::now();
+    let (accepted, load) = start_load(sys.order_addr.clone(), stop.clone());
+    wait_confirmed_after(&client, &accepted, t0).await;
+    drop(client);
+
+    // delivery first (it is consuming OrderPlaced), then order (serving PlaceOrder and
+    // consuming delivery's outcomes) — both while the load keeps calling.
+    let status = tokio::task::spawn_blocking(move || delivery.terminate(GRACE)).await.unwrap();
+    assert!(status.success(), "delivery exits 0 on SIGTERM under load: {status}");
+    let status = tokio::task::spawn_blocking(move || order.terminate(GRACE)).await.unwrap();
+    assert!(status.success(), "order exits 0 on SIGTERM under load: {status}");
+    stop.store(true, Ordering::Relaxed);
+    let failed = load.await.unwrap();
+    let ids: Vec<String> = accepted.lock().unwrap().iter().map(|(id, _)| id.clone()).collect();
+    eprintln!("[e2e] sigterm: {} orders acknowledged, {failed} calls refused while stopping", ids.len());
+    assert!(!ids.is_empty(), "the load placed orders before the SIGTERM");
+
+    let _delivery = sys.start_delivery(&[]).await;
+    let order = sys.start_order(&[]).await;
+    let client = OrderServiceClient::connect(format!("http://{}", sys.order_addr)).await.unwrap();
+    let finals = wait_terminal(&client, &ids).await;
+    assert_eq!(finals.len(), ids.len(), "every acknowledged order is durable");
+    let not_confirmed: Vec<_> = finals.values().filter(|o| o.status() != pb::OrderStatus::Confirmed).collect();
+    assert!(not_confirmed.is_empty(), "{} orders not CONFIRMED, e.g. {:?}", not_confirmed.len(), not_confirmed.first());
+    assert!(order.terminate(GRACE).success());
+    crate::timesale::audit(&sys.order_db, &sys.delivery_db, None);
+}
