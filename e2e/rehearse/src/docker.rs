@@ -33,6 +33,33 @@ pub fn container_name(run_id: &str, pod: &str) -> String {
     format!("{run_id}-{pod}")
 }
 
+/// Name of the Docker volume holding the `index`-th emptyDir of a pod.
+pub fn empty_dir_volume(run_id: &str, pod: &str, index: usize) -> String {
+    format!("{run_id}-{pod}-emptydir-{index}")
+}
+
+/// `docker volume create` arguments (after `volume create`) for an emptyDir: tmpfs, mode
+/// 1777, its `sizeLimit`, labelled with the run.
+pub fn empty_dir_create_args(run_id: &str, name: &str, size_bytes: Option<u64>) -> Vec<String> {
+    let size = size_bytes.map(|b| format!(",size={b}")).unwrap_or_default();
+    [
+        "--label",
+        &format!("{RUN_LABEL}={run_id}"),
+        "--driver",
+        "local",
+        "--opt",
+        "type=tmpfs",
+        "--opt",
+        "device=tmpfs",
+        "--opt",
+        &format!("o=mode=1777{size}"),
+        name,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
 /// `docker run` arguments (after `run`) that start `pod` the way its manifest says.
 pub fn run_args(pod: &PodPlan, ctx: &RunContext<'_>) -> Vec<String> {
     let mut a: Vec<String> = vec!["--detach".into(), "--name".into(), container_name(ctx.run_id, &pod.pod)];
@@ -76,9 +103,12 @@ pub fn run_args(pod: &PodPlan, ctx: &RunContext<'_>) -> Vec<String> {
     if let Some(mem) = pod.memory_bytes {
         push(&["--memory", &mem.to_string(), "--memory-swap", &mem.to_string()]);
     }
-    for t in &pod.tmpfs {
-        let size = t.size_bytes.map(|b| format!(",size={b}")).unwrap_or_default();
-        push(&["--tmpfs", &format!("{}:rw,exec,mode=1777{size}", t.mount_path)]);
+    // emptyDir: a tmpfs-backed volume mounted without copy-up, so it starts empty and
+    // world-writable like the kubelet's directory. (`--tmpfs` would take the mode of an
+    // image directory at the same path and ignore `mode=`.)
+    for (i, t) in pod.tmpfs.iter().enumerate() {
+        let volume = empty_dir_volume(ctx.run_id, &pod.pod, i);
+        push(&["--mount", &format!("type=volume,source={volume},destination={},volume-nocopy=true", t.mount_path)]);
     }
     for v in &pod.files {
         let host = ctx.files_dir.join(&pod.pod).join(&v.volume);
@@ -94,7 +124,10 @@ pub fn run_args(pod: &PodPlan, ctx: &RunContext<'_>) -> Vec<String> {
                 Role::Job { backoff_limit } => backoff_limit,
                 _ => 6,
             };
-            push(&["--restart", &format!("on-failure:{limit}")]);
+            // Docker reads `on-failure:0` as "retry forever"; backoffLimit 0 means never.
+            if limit > 0 {
+                push(&["--restart", &format!("on-failure:{limit}")]);
+            }
         }
         Restart::Never => {}
     }
@@ -242,8 +275,8 @@ impl Docker {
         out.trim().parse().with_context(|| format!("docker wait answered {out:?}"))
     }
 
-    /// Removes every container and network of the run (or of every run when `run_id` is
-    /// None). Returns how many containers went.
+    /// Removes every container, network and emptyDir volume of the run (or of every run
+    /// when `run_id` is None). Returns how many containers went.
     pub async fn remove_run(&self, run_id: Option<&str>) -> Result<usize> {
         let filter = match run_id {
             Some(id) => format!("label={RUN_LABEL}={id}"),
@@ -260,7 +293,26 @@ impl Docker {
         for n in nets.split_whitespace() {
             self.run_strs(&["network", "rm", n]).await?;
         }
+        let volumes = self.run_strs(&["volume", "ls", "-q", "--filter", &filter]).await?;
+        for v in volumes.split_whitespace() {
+            self.run_strs(&["volume", "rm", "-f", v]).await?;
+        }
         Ok(ids.len())
+    }
+
+    /// Running containers of the run whose pods carry `app.kubernetes.io/name=<app>`.
+    pub async fn running_of_app(&self, run_id: &str, app: &str) -> Result<usize> {
+        let out = self
+            .run_strs(&[
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label={RUN_LABEL}={run_id}"),
+                "--filter",
+                &format!("label=app.kubernetes.io/name={app}"),
+            ])
+            .await?;
+        Ok(out.split_whitespace().count())
     }
 
     /// CPU use of running containers, in cores (`docker stats --no-stream`), by name.

@@ -24,14 +24,14 @@ const EXIT_INTERRUPTED: u8 = 130;
 )]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
     #[command(flatten)]
     render: RenderArgs,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Render, start, wait for Ready, run the checks, remove everything (the default).
+    /// Render, start, wait for Ready, run the checks, remove everything.
     Up(UpArgs),
     /// Print the `docker run` line of every pod, without starting anything.
     Plan,
@@ -126,7 +126,7 @@ struct RenderArgs {
     work_dir: PathBuf,
 }
 
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 struct UpArgs {
     /// Seconds pods may take to become Ready (`helm install --timeout`).
     #[arg(long, default_value_t = 300)]
@@ -174,13 +174,7 @@ impl RenderArgs {
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command.unwrap_or(Command::Up(UpArgs {
-        timeout_secs: 300,
-        load_rps: 50,
-        load_secs: 10,
-        client_timeout_secs: 90,
-        keep: false,
-    })) {
+    let result = match cli.command {
         Command::Plan => print_plan(&cli.render),
         Command::Down => down(&cli.render).await,
         Command::Up(args) => up(&cli.render, &args).await,
@@ -188,13 +182,12 @@ async fn main() -> ExitCode {
             let rush = args.rush.rush(1500, 30);
             let out = args.rush.out.clone();
             let mut render = cli.render.clone();
-            let max = args.steps.iter().copied().min().unwrap_or(0);
-            if max == 0 {
+            if args.steps.is_empty() || args.steps.contains(&0) {
                 eprintln!("rehearse: every --steps count must be at least 1");
                 return ExitCode::from(2);
             }
             // start with one replica; the experiment adds the others
-            render.replicas.push(("cloudmart-timesale".into(), 1));
+            render.replicas.push((format!("{}-{}", render.release, experiments::APP), 1));
             let counts = args.steps.clone();
             session(&render, args.rush.timeout_secs, async move |r: &mut Rehearsal| {
                 let rows = experiments::scale_out(r, &counts, rush, &out).await?;
@@ -369,8 +362,7 @@ mod tests {
         super::Cli::command().debug_assert();
         // Parsing reaches every field (a flag defined twice with two types panics here).
         for line in [
-            &["cloudmart-rehearse"][..],
-            &["cloudmart-rehearse", "up", "--keep", "--set", "a=b", "--replicas", "cloudmart-order=2"],
+            &["cloudmart-rehearse", "up", "--keep", "--set", "a=b", "--replicas", "cloudmart-order=2"][..],
             &["cloudmart-rehearse", "scale-out", "--steps", "1,2", "--rps", "10", "--replicas", "x=1"],
             &["cloudmart-rehearse", "hpa-replay", "--sync-secs", "5", "-f", "v.yaml"],
             &["cloudmart-rehearse", "plan"],
@@ -378,5 +370,6 @@ mod tests {
         ] {
             super::Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
         }
+        assert!(super::Cli::try_parse_from(["cloudmart-rehearse"]).is_err(), "a command is required");
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use cloudmart_chart_check::Render;
 
-use crate::docker::{Docker, RunContext, container_name, run_args};
+use crate::docker::{Docker, RunContext, container_name, empty_dir_create_args, empty_dir_volume, run_args};
 use crate::plan::{Plan, PlanOptions, PodPlan, Probe, Role};
 use crate::probe;
 
@@ -124,6 +124,12 @@ impl Rehearsal {
     /// `docker run` of one pod.
     pub async fn start_pod(&mut self, pod: &PodPlan) -> Result<()> {
         let ctx = RunContext { run_id: &self.run_id, network: &self.network, files_dir: &self.files_dir };
+        for (i, t) in pod.tmpfs.iter().enumerate() {
+            let name = empty_dir_volume(&self.run_id, &pod.pod, i);
+            let mut create = vec!["volume".to_owned(), "create".to_owned()];
+            create.extend(empty_dir_create_args(&self.run_id, &name, t.size_bytes));
+            self.docker.run(&create).await.with_context(|| format!("pod {}: emptyDir at {}", pod.pod, t.mount_path))?;
+        }
         let mut args = vec!["run".to_owned()];
         args.extend(run_args(pod, &ctx));
         self.docker.run(&args).await.with_context(|| format!("pod {}: starting its container", pod.pod))?;
@@ -148,6 +154,12 @@ impl Rehearsal {
         let c = self.container(&pod.pod);
         self.docker.run(&["stop".into(), "--time".into(), pod.termination_grace_secs.to_string(), c.clone()]).await?;
         self.docker.run(&["rm".into(), "-f".into(), c]).await?;
+        // an emptyDir lives as long as its pod
+        for i in 0..pod.tmpfs.len() {
+            self.docker
+                .run(&["volume".into(), "rm".into(), "-f".into(), empty_dir_volume(&self.run_id, &pod.pod, i)])
+                .await?;
+        }
         self.ips.remove(&pod.pod);
         println!("    removed {}", pod.pod);
         Ok(())
@@ -294,7 +306,6 @@ impl Rehearsal {
 /// Probe progress of one serving pod.
 struct Watch {
     pod: PodPlan,
-    started: Instant,
     startup_passed: bool,
     startup_failures: u32,
     next_probe: Instant,
@@ -308,7 +319,6 @@ impl Watch {
     fn new(pod: PodPlan, t0: Instant) -> Watch {
         let delay = pod.startup.as_ref().or(pod.readiness.as_ref()).map_or(0, |p| p.initial_delay_secs);
         Watch {
-            started: t0,
             next_probe: t0 + Duration::from_secs(u64::from(delay)),
             startup_passed: pod.startup.is_none(),
             startup_failures: 0,
@@ -356,7 +366,6 @@ impl Watch {
     /// The startup probe used up its failureThreshold: Kubernetes would kill and restart
     /// the container; the rehearsal stops here and says why.
     fn gave_up(&self) -> bool {
-        let _ = self.started;
         self.pod.startup.as_ref().is_some_and(|p| !self.startup_passed && self.startup_failures >= p.failure_threshold)
     }
 }

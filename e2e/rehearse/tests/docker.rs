@@ -51,4 +51,13 @@ fn a_wrong_database_password_fails_naming_the_pod_and_the_cause() {
         .output()
         .expect("docker network ls");
     assert!(nets.stdout.is_empty(), "network of {run_id} left behind");
+    let vols = Command::new(&docker)
+        .args(["volume", "ls", "-q", "--filter", &format!("label=io.cloudmart.rehearsal={run_id}")])
+        .output()
+        .expect("docker volume ls");
+    assert!(
+        vols.stdout.is_empty(),
+        "emptyDir volumes of {run_id} left behind: {}",
+        String::from_utf8_lossy(&vols.stdout)
+    );
 }

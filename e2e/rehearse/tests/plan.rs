@@ -89,7 +89,7 @@ fn docker_run_line_carries_the_hardening() {
         "--cap-drop ALL",
         "--cpus 0.500",
         "--memory 268435456",
-        "--tmpfs /tmp:rw,exec,mode=1777,size=67108864",
+        "--mount type=volume,source=cmrTEST-app-0-emptydir-0,destination=/tmp,volume-nocopy=true",
         "--network-alias app.shop.svc.cluster.local",
         "--restart always",
         "--stop-timeout 20",
@@ -97,6 +97,8 @@ fn docker_run_line_carries_the_hardening() {
         assert!(args.contains(want), "`{want}` missing from: {args}");
     }
     assert!(args.ends_with("example/app:dev --pod app-0"), "image then args: {args}");
+    let create = cloudmart_rehearse::docker::empty_dir_create_args("cmrTEST", "v", Some(1024)).join(" ");
+    assert!(create.contains("--opt type=tmpfs") && create.contains("--opt o=mode=1777,size=1024"), "{create}");
 }
 
 #[test]
