@@ -6,7 +6,7 @@ CARGO_FLAGS ?= --locked
 PROFILE ?= release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse bench-scale fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
+.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse chaos bench-scale fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,6 +72,9 @@ images: ## The four images (IMAGE_TAG, default dev); air-gapped bases when no re
 
 rehearse: ## The Helm chart run as Docker containers: probes, helm test, saga, load Job, trace, audit (ARGS=--keep ...)
 	bash deploy/rehearse.sh $(ARGS)
+
+chaos: ## Nemesis under mixed load on the rehearsed chart: kills, partitions, freezes; 0 lost/duplicated/oversold + audit (ARGS=--seed N --duration-secs 600)
+	bash deploy/rehearse.sh chaos $(ARGS)
 
 jaeger: ## Jaeger v2 without Docker (built once with Go): OTLP :4317, query API :16686 (no web UI in a Go build)
 	bash deploy/jaeger.sh run

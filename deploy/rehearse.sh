@@ -8,7 +8,7 @@
 #      profile charts/cloudmart/ci/rehearse-values.yaml.
 #
 # Arguments go to `cloudmart-rehearse` (e.g. --keep, --timeout-secs 600, --set k=v); the
-# first may name its command: up (default), scale-out, hpa-replay, plan, down.
+# first may name its command: up (default), scale-out, hpa-replay, chaos, plan, down.
 # Environment: DOCKER (docker), HELM, SKIP_IMAGES=1 (use the images as they are),
 # CLOUDMART_CACHE, CARGO_TARGET_DIR.
 set -euo pipefail
@@ -26,7 +26,7 @@ export HELM
 
 cmd=up
 case "${1:-}" in
-  up | scale-out | hpa-replay | plan | down) cmd=$1; shift ;;
+  up | scale-out | hpa-replay | chaos | plan | down) cmd=$1; shift ;;
 esac
 # plan and down start nothing: no images needed (plan needs no Docker at all)
 case "$cmd" in plan | down) SKIP_IMAGES=1 ;; esac

@@ -53,6 +53,9 @@ pub struct Workload {
     pub backoff_limit: Option<i32>,
     pub labels: Labels,
     pub spec: PodSpec,
+    /// A StatefulSet's `volumeClaimTemplates` names: volumes each pod gets as its own
+    /// PersistentVolumeClaim (outliving the pod's containers).
+    pub claims: Vec<String>,
 }
 
 impl Workload {
@@ -128,6 +131,7 @@ impl Render {
                         name: name_of(&d.metadata),
                         replicas: spec.replicas,
                         backoff_limit: None,
+                        claims: Vec::new(),
                         labels: spec.template.metadata.and_then(|m| m.labels).unwrap_or_default(),
                         spec: spec.template.spec.ok_or_else(|| format!("{what}: no pod spec"))?,
                     });
@@ -140,6 +144,12 @@ impl Render {
                         name: name_of(&s.metadata),
                         replicas: Some(spec.replicas.unwrap_or(1)),
                         backoff_limit: None,
+                        claims: spec
+                            .volume_claim_templates
+                            .iter()
+                            .flatten()
+                            .filter_map(|c| c.metadata.name.clone())
+                            .collect(),
                         labels: spec.template.metadata.and_then(|m| m.labels).unwrap_or_default(),
                         spec: spec.template.spec.ok_or_else(|| format!("{what}: no pod spec"))?,
                     });
@@ -152,6 +162,7 @@ impl Render {
                         name: name_of(&j.metadata),
                         replicas: Some(spec.parallelism.unwrap_or(1)),
                         backoff_limit: Some(spec.backoff_limit.unwrap_or(6)),
+                        claims: Vec::new(),
                         labels: spec.template.metadata.and_then(|m| m.labels).unwrap_or_default(),
                         spec: spec.template.spec.ok_or_else(|| format!("{what}: no pod spec"))?,
                     });
@@ -163,6 +174,7 @@ impl Render {
                         name: name_of(&p.metadata),
                         replicas: Some(1),
                         backoff_limit: None,
+                        claims: Vec::new(),
                         labels: p.metadata.labels.unwrap_or_default(),
                         spec: p.spec.ok_or_else(|| format!("{what}: no spec"))?,
                     });
@@ -565,6 +577,7 @@ impl Render {
             name: "synthetic-client".into(),
             replicas: Some(1),
             backoff_limit: None,
+            claims: Vec::new(),
             labels: [(CLIENT_LABEL.0.to_owned(), CLIENT_LABEL.1.to_owned())].into(),
             spec: PodSpec::default(),
         };

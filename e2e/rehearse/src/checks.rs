@@ -266,7 +266,8 @@ async fn trace(r: &mut Rehearsal) -> Result<String> {
     }
 }
 
-async fn audit(r: &mut Rehearsal, opts: &CheckOptions) -> Result<String> {
+/// `cloudmart-audit` in a client pod against the three databases; its last line.
+pub async fn audit(r: &mut Rehearsal, opts: &CheckOptions) -> Result<String> {
     let mut pod = r.client_pod("audit", vec!["cloudmart-audit".into()])?;
     for (app, var) in
         [("order", "AUDIT_ORDER_DB"), ("delivery", "AUDIT_DELIVERY_DB"), ("timesale", "AUDIT_TIMESALE_DB")]

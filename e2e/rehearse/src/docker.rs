@@ -38,6 +38,18 @@ pub fn empty_dir_volume(run_id: &str, pod: &str, index: usize) -> String {
     format!("{run_id}-{pod}-emptydir-{index}")
 }
 
+/// The Docker volume holding a pod's claim (like the PVC `<claim>-<pod>`).
+pub fn claim_volume(run_id: &str, pod: &str, claim: &str) -> String {
+    format!("{run_id}-{claim}-{pod}")
+}
+
+/// `docker volume create` arguments (after `volume create`) for a claim: a disk-backed
+/// local volume labelled with the run, so it outlives container restarts and goes with
+/// the run.
+pub fn claim_create_args(run_id: &str, name: &str) -> Vec<String> {
+    ["--label", &format!("{RUN_LABEL}={run_id}"), "--driver", "local", name].iter().map(|s| (*s).to_owned()).collect()
+}
+
 /// `docker volume create` arguments (after `volume create`) for an emptyDir: tmpfs, mode
 /// 1777, its `sizeLimit`, labelled with the run.
 pub fn empty_dir_create_args(run_id: &str, name: &str, size_bytes: Option<u64>) -> Vec<String> {
@@ -109,6 +121,12 @@ pub fn run_args(pod: &PodPlan, ctx: &RunContext<'_>) -> Vec<String> {
     for (i, t) in pod.tmpfs.iter().enumerate() {
         let volume = empty_dir_volume(ctx.run_id, &pod.pod, i);
         push(&["--mount", &format!("type=volume,source={volume},destination={},volume-nocopy=true", t.mount_path)]);
+    }
+    // A claim: copied up from the image's directory on first use (the images ship their
+    // data directories writable by their user, as a fresh PV with fsGroup would be).
+    for c in &pod.claims {
+        let volume = claim_volume(ctx.run_id, &pod.pod, &c.claim);
+        push(&["--mount", &format!("type=volume,source={volume},destination={}", c.mount_path)]);
     }
     for v in &pod.files {
         let host = ctx.files_dir.join(&pod.pod).join(&v.volume);

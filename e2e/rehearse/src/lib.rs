@@ -14,12 +14,15 @@
 //! - [`rehearsal`]: start, wait, run to completion, clean up;
 //! - [`checks`]: the saga, the load Job, the trace and the audit;
 //! - [`hpa`]: the HorizontalPodAutoscaler algorithm; [`experiments`]: scale-out by hand and
-//!   the HPA replay on a running rehearsal; [`chart`]: their PNG.
+//!   the HPA replay on a running rehearsal; [`chart`]: their PNG;
+//! - [`chaos`]: the nemesis of `make chaos` (kills, partitions, freezes under load, then
+//!   the accounting and the audit).
 //!
 //! What it cannot show: Kubernetes scheduling, NetworkPolicy enforcement, the HPA
 //! controller, kube-proxy (Service IPs and load balancing over endpoints: Docker's DNS
 //! answers with every container of an alias, also one that is not Ready yet).
 
+pub mod chaos;
 pub mod chart;
 pub mod checks;
 pub mod docker;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Result, anyhow};
 use clap::{Args, Parser, Subcommand};
+use cloudmart_rehearse::chaos;
 use cloudmart_rehearse::checks::{self, CheckOptions};
 use cloudmart_rehearse::docker::{Docker, RunContext, run_args};
 use cloudmart_rehearse::experiments::{self, Rush};
@@ -41,6 +42,36 @@ enum Command {
     ScaleOut(ScaleOutArgs),
     /// Replay the HPA algorithm on the chart's HPA with Docker's CPU figures while a rush runs.
     HpaReplay(HpaReplayArgs),
+    /// A nemesis under mixed load: kills, partitions and freezes of every part, then the
+    /// accounting (nothing lost, nothing doubled, nothing oversold) and the audit.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ChaosArgs {
+    /// Seed of the fault schedule (default: drawn from the clock, printed to reproduce).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Minimum length of the fault schedule in seconds (every kind of fault is injected
+    /// at least once, however short).
+    #[arg(long, default_value_t = 0)]
+    duration_secs: u64,
+    /// Client requests started per second (open loop; each retries with its idempotency
+    /// key while the system is down).
+    #[arg(long, default_value_t = 8.0)]
+    rate: f64,
+    /// Keep the load on until at least this many requests were sent.
+    #[arg(long, default_value_t = 300)]
+    min_requests: u64,
+    /// Seconds to wait for quiescence after the load.
+    #[arg(long, default_value_t = 300)]
+    settle_secs: u64,
+    /// Where chaos.json goes.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
+    /// Seconds pods may take to become Ready.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -192,6 +223,40 @@ async fn main() -> ExitCode {
             session(&render, args.rush.timeout_secs, async move |r: &mut Rehearsal| {
                 let rows = experiments::scale_out(r, &counts, rush, &out).await?;
                 Ok(rows.iter().all(|row| row.oversell == 0))
+            })
+            .await
+        }
+        Command::Chaos(args) => {
+            let seed = args.seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64)
+                    % 1_000_000
+            });
+            let opts = chaos::ChaosOptions {
+                seed,
+                duration: Duration::from_secs(args.duration_secs),
+                rate: args.rate,
+                min_requests: args.min_requests,
+                settle: Duration::from_secs(args.settle_secs),
+                out: args.out.clone(),
+            };
+            if !(args.rate > 0.0 && args.rate.is_finite()) {
+                eprintln!("rehearse: --rate must be a positive number of requests per second");
+                return ExitCode::from(2);
+            }
+            let mut render = cli.render.clone();
+            // two time-sale replicas; the broker's and the database's data on volumes that
+            // outlive their containers (persistence on: a restart must lose nothing)
+            render.replicas.push((format!("{}-{}", render.release, experiments::APP), 2));
+            render.set.push("kafka.persistence.enabled=true".into());
+            render.set.push("postgresql.persistence.enabled=true".into());
+            session(&render, args.timeout_secs, async move |r: &mut Rehearsal| {
+                let figures = chaos::run(r, &opts).await?;
+                println!("\n{}", figures.line());
+                for p in &figures.problems {
+                    println!("    PROBLEM: {p}");
+                }
+                println!("chaos: {}", if figures.passed() { "PASSED" } else { "FAILED" });
+                Ok(figures.passed())
             })
             .await
         }
@@ -366,6 +431,7 @@ mod tests {
             &["cloudmart-rehearse", "scale-out", "--steps", "1,2", "--rps", "10", "--replicas", "x=1"],
             &["cloudmart-rehearse", "hpa-replay", "--sync-secs", "5", "-f", "v.yaml"],
             &["cloudmart-rehearse", "plan"],
+            &["cloudmart-rehearse", "chaos", "--seed", "7", "--duration-secs", "600", "--rate", "5"],
             &["cloudmart-rehearse", "down"],
         ] {
             super::Cli::try_parse_from(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

@@ -93,6 +93,15 @@ pub struct Tmpfs {
     pub size_bytes: Option<u64>,
 }
 
+/// A StatefulSet's `volumeClaimTemplate` mounted in its pod: a named Docker volume per
+/// pod that outlives the pod's containers (a restart keeps the data, like a PVC).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The template's name (`data`); the PVC would be `<claim>-<pod>`.
+    pub claim: String,
+    pub mount_path: String,
+}
+
 /// One pod, as one container.
 #[derive(Debug, Clone)]
 pub struct PodPlan {
@@ -123,6 +132,7 @@ pub struct PodPlan {
     /// `resources.requests.cpu` in cores: what an HPA's utilisation is measured against.
     pub cpu_request: Option<f64>,
     pub tmpfs: Vec<Tmpfs>,
+    pub claims: Vec<Claim>,
     pub files: Vec<FileVolume>,
     pub ports: BTreeMap<String, u16>,
     pub startup: Option<Probe>,
@@ -276,7 +286,7 @@ pub fn pod_plan(
         .map(|p| (p.name.clone().unwrap_or_else(|| p.container_port.to_string()), p.container_port as u16))
         .collect();
 
-    let (tmpfs, files) = volumes(render, w, c).map_err(|m| err("FailedMount", m))?;
+    let (tmpfs, claims, files) = volumes(render, w, c).map_err(|m| err("FailedMount", m))?;
 
     let probe = |p: Option<&K8sProbe>, which: &str| -> Result<Option<Probe>, PlanError> {
         p.map(|p| convert_probe(p, &ports)).transpose().map_err(|m| err("Unhealthy", format!("{which} probe: {m}")))
@@ -315,6 +325,7 @@ pub fn pod_plan(
         memory_bytes,
         cpu_request,
         tmpfs,
+        claims,
         files,
         ports,
         startup,
@@ -548,17 +559,27 @@ fn convert_probe(p: &K8sProbe, ports: &BTreeMap<String, u16>) -> Result<Probe, S
     })
 }
 
-fn volumes(render: &Render, w: &Workload, c: &Container) -> Result<(Vec<Tmpfs>, Vec<FileVolume>), String> {
+/// The mounts of a container: emptyDirs, claims and ConfigMap/Secret files.
+type Mounts = (Vec<Tmpfs>, Vec<Claim>, Vec<FileVolume>);
+
+fn volumes(render: &Render, w: &Workload, c: &Container) -> Result<Mounts, String> {
     let mut tmpfs = Vec::new();
+    let mut claims = Vec::new();
     let mut files = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
-        let v = w
-            .spec
-            .volumes
-            .iter()
-            .flatten()
-            .find(|v| v.name == m.name)
-            .ok_or_else(|| format!("volume {:?} mounted at {} is not declared (a StatefulSet volumeClaimTemplate? the rehearsal profile disables persistence)", m.name, m.mount_path))?;
+        if w.claims.contains(&m.name) && !w.spec.volumes.iter().flatten().any(|v| v.name == m.name) {
+            if m.sub_path.as_ref().is_some_and(|s| !s.is_empty()) {
+                return Err(format!("volume {}: subPath is not rehearsed", m.name));
+            }
+            claims.push(Claim { claim: m.name.clone(), mount_path: m.mount_path.clone() });
+            continue;
+        }
+        let v = w.spec.volumes.iter().flatten().find(|v| v.name == m.name).ok_or_else(|| {
+            format!(
+                "volume {:?} mounted at {} is not declared (neither a pod volume nor a volumeClaimTemplate)",
+                m.name, m.mount_path
+            )
+        })?;
         if m.sub_path.as_ref().is_some_and(|s| !s.is_empty()) {
             return Err(format!("volume {}: subPath is not rehearsed", m.name));
         }
@@ -595,7 +616,7 @@ fn volumes(render: &Render, w: &Workload, c: &Container) -> Result<(Vec<Tmpfs>, 
             return Err(format!("volume {:?}: only emptyDir, configMap and secret volumes are rehearsed", v.name));
         }
     }
-    Ok((tmpfs, files))
+    Ok((tmpfs, claims, files))
 }
 
 fn file_volume(

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use cloudmart_chart_check::Render;
 
-use crate::docker::{Docker, RunContext, container_name, empty_dir_create_args, empty_dir_volume, run_args};
+use crate::docker::{
+    Docker, RunContext, claim_create_args, claim_volume, container_name, empty_dir_create_args, empty_dir_volume,
+    run_args,
+};
 use crate::plan::{Plan, PlanOptions, PodPlan, Probe, Role};
 use crate::probe;
 
@@ -129,6 +132,16 @@ impl Rehearsal {
             let mut create = vec!["volume".to_owned(), "create".to_owned()];
             create.extend(empty_dir_create_args(&self.run_id, &name, t.size_bytes));
             self.docker.run(&create).await.with_context(|| format!("pod {}: emptyDir at {}", pod.pod, t.mount_path))?;
+        }
+        for c in &pod.claims {
+            // idempotent: a pod started again finds its volume, like a PVC
+            let name = claim_volume(&self.run_id, &pod.pod, &c.claim);
+            let mut create = vec!["volume".to_owned(), "create".to_owned()];
+            create.extend(claim_create_args(&self.run_id, &name));
+            self.docker
+                .run(&create)
+                .await
+                .with_context(|| format!("pod {}: claim {} at {}", pod.pod, c.claim, c.mount_path))?;
         }
         let mut args = vec!["run".to_owned()];
         args.extend(run_args(pod, &ctx));

@@ -225,3 +225,25 @@ fn a_wrong_database_url_secret_key_in_the_chart_names_the_pod_and_the_key() {
     assert!(msg.contains("CreateContainerConfigError"), "{msg}");
     assert!(msg.contains("couldn't find key uri in Secret cloudmart/cloudmart-order-db"), "{msg}");
 }
+
+#[test]
+fn persistence_turns_a_volume_claim_template_into_a_volume_that_outlives_the_container() {
+    let Some(helm) = helm() else { return };
+    let set = ["kafka.persistence.enabled=true", "postgresql.persistence.enabled=true"];
+    let (_, plan) = cloudmart_rehearse::rehearsal::plan(&chart_options(helm, &set)).expect("the chart plans");
+    for (app, path) in [("kafka", "/var/lib/kafka/data"), ("postgresql", "/var/lib/postgresql/data")] {
+        let pod = plan.app(app).next().expect(app);
+        assert_eq!(
+            pod.claims,
+            vec![cloudmart_rehearse::plan::Claim { claim: "data".into(), mount_path: path.into() }],
+            "{app}"
+        );
+        assert!(pod.tmpfs.iter().all(|t| t.mount_path != path), "{app}: the data is not an emptyDir any more");
+        let files = std::path::PathBuf::from("/tmp/x");
+        let ctx = RunContext { run_id: "cmrT", network: "cmrT", files_dir: &files };
+        let line = run_args(pod, &ctx).join(" ");
+        let mount = format!("type=volume,source=cmrT-data-{},destination={path}", pod.pod);
+        assert!(line.contains(&mount), "{app}: {line}");
+        assert!(!line.contains(&format!("{mount},volume-nocopy")), "a claim is copied up from the image: {line}");
+    }
+}

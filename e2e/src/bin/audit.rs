@@ -7,18 +7,44 @@
 //! - per sale: `remaining_stock >= 0` and `remaining_stock + Σ non-cancelled purchases == total_stock`;
 //! - no customer holds more than a sale's `per_customer_limit`;
 //! - every outbox row is published.
+//!
+//! `cloudmart-audit dlq list|replay` inspects the dead-letter topics and re-publishes
+//! chosen records to their topic after a fix (see [`dlq`]). Without a subcommand it runs
+//! the audit above, with the same flags as always.
 
 use std::collections::HashMap;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use sea_orm::{ConnectionTrait, DatabaseConnection, QueryResult, Statement};
+
+#[path = "audit/dlq.rs"]
+mod dlq;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "cloudmart-audit",
     version,
-    about = "Check cloudmart's invariants against the live databases (exit 0 = all hold)"
+    about = "Check cloudmart's invariants against the live databases (exit 0 = all hold); \
+             `dlq list` / `dlq replay` inspect and replay the dead-letter topics",
+    after_help = "Without a subcommand the invariants are audited (the flags above). \
+                  `cloudmart-audit dlq --help` describes the dead-letter commands."
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    audit: Args,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Dead-letter topics (`<topic>.dlq`): list what sits there, replay records after a fix.
+    #[command(subcommand)]
+    Dlq(dlq::DlqCommand),
+}
+
+/// The invariant audit's flags (the default command).
+#[derive(clap::Args, Debug)]
 struct Args {
     /// Order service database URL.
     #[arg(long, env = "AUDIT_ORDER_DB")]
@@ -45,7 +71,17 @@ async fn outbox_backlog(db: &DatabaseConnection) -> anyhow::Result<i64> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    match run(Args::parse()).await {
+    let cli = Cli::parse();
+    if let Some(Command::Dlq(cmd)) = cli.command {
+        return match dlq::run(cmd).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cloudmart-audit dlq: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    }
+    match run(cli.audit).await {
         Ok(0) => {
             println!("audit: all invariants hold");
             std::process::ExitCode::SUCCESS

@@ -7,6 +7,7 @@ mod harness;
 
 mod crash;
 mod dev;
+mod dlq;
 mod pyclient;
 mod readme;
 mod saga;

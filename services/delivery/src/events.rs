@@ -8,6 +8,7 @@ use cloudmart_platform::{
     events::{CloudEvent, decode, topics},
     outbox,
     proto::events::v1 as ev,
+    validate,
 };
 use sea_orm::DatabaseTransaction;
 
@@ -36,15 +37,31 @@ impl EventHandler for DeliveryEvents {
         match event.meta.ce_type.as_str() {
             ev::OrderPlaced::TYPE => {
                 let e: ev::OrderPlaced = decode(&event.payload)?;
+                check_order_placed(&e)?;
                 self.on_order_placed(txn, e).await
             }
             ev::OrderCancelled::TYPE => {
                 let e: ev::OrderCancelled = decode(&event.payload)?;
+                validate::text("order_id", &e.order_id)?;
                 on_order_cancelled(txn, &e.order_id).await
             }
             _ => Ok(()),
         }
     }
+}
+
+/// The fields of `OrderPlaced` a delivery stores: an order id, and address lines that
+/// are bounded and free of control characters (a missing or incomplete address is a
+/// delivery that fails, not a malformed event).
+fn check_order_placed(e: &ev::OrderPlaced) -> Result<(), validate::FieldError> {
+    validate::text("order_id", &e.order_id)?;
+    if let Some(a) = &e.shipping_address {
+        validate::event_text("shipping_address.line1", &a.line1)?;
+        validate::event_text("shipping_address.city", &a.city)?;
+        validate::event_text("shipping_address.postal_code", &a.postal_code)?;
+        validate::event_text("shipping_address.country", &a.country)?;
+    }
+    Ok(())
 }
 
 fn state_of(row: &Option<DeliveryRow>) -> Result<DeliveryState, HandleError> {

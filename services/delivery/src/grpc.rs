@@ -6,6 +6,7 @@ use cloudmart_platform::{
         delivery::v1::{self as pb, delivery_service_server::DeliveryService},
         order::v1 as opb,
     },
+    validate,
 };
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
@@ -51,6 +52,13 @@ impl DeliveryService for DeliveryApi {
     ) -> Result<Response<pb::QuoteDeliveryResponse>, Status> {
         let req = request.into_inner();
         let addr = req.shipping_address.ok_or_else(|| invalid_argument("shipping_address", "is required"))?;
+        for (field, value) in [
+            ("shipping_address.line1", &addr.line1),
+            ("shipping_address.city", &addr.city),
+            ("shipping_address.postal_code", &addr.postal_code),
+        ] {
+            validate::optional_text(field, value)?;
+        }
         let country = addr.country.trim().to_ascii_uppercase();
         if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(invalid_argument("shipping_address.country", "must be a two-letter ISO 3166-1 code"));

@@ -10,6 +10,8 @@
 pub mod domain;
 pub mod events;
 pub mod grpc;
+#[cfg(test)]
+mod malformed;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -112,7 +114,11 @@ impl Application {
         })
         .await?;
         let api = grpc::DeliveryApi { db: parts.db.clone(), rules: rules.clone() };
-        Ok(Self(parts.assemble(DeliveryServiceServer::new(api), &events::TOPICS, events::DeliveryEvents { rules })))
+        Ok(Self(parts.assemble(
+            DeliveryServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),
+            &events::TOPICS,
+            events::DeliveryEvents { rules },
+        )))
     }
 }
 

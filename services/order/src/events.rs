@@ -8,6 +8,7 @@ use cloudmart_platform::{
     consumer::{EventHandler, HandleError, InboundEvent},
     events::{CloudEvent, decode, topics},
     proto::{events::v1 as ev, order::v1 as pb},
+    validate,
 };
 use sea_orm::DatabaseTransaction;
 
@@ -40,11 +41,14 @@ impl EventHandler for OrderEvents {
 
     /// The quote for a time-sale purchase is an RPC to delivery: it happens here, before
     /// the transaction, so a slow delivery never holds a connection or a row lock.
+    /// A purchase with a bad field fails here, permanently, before the transaction and
+    /// before any quote (the consumer has already refused bad event attributes).
     async fn prepare(&self, event: &InboundEvent) -> Result<Prepared, HandleError> {
         if event.meta.ce_type != ev::TimeSalePurchased::TYPE {
             return Ok(Prepared::Nothing);
         }
         let e: ev::TimeSalePurchased = decode(&event.payload)?;
+        check_purchase(&e)?;
         let addr = e
             .shipping_address
             .clone()
@@ -64,10 +68,12 @@ impl EventHandler for OrderEvents {
         match event.meta.ce_type.as_str() {
             ev::DeliveryScheduled::TYPE => {
                 let e: ev::DeliveryScheduled = decode(&event.payload)?;
+                validate::event_text("order_id", &e.order_id)?;
                 on_delivery_outcome(txn, &e.order_id, OrderEvent::DeliveryScheduled).await
             }
             ev::DeliveryFailed::TYPE => {
                 let e: ev::DeliveryFailed = decode(&event.payload)?;
+                validate::event_text("order_id", &e.order_id)?;
                 on_delivery_outcome(txn, &e.order_id, OrderEvent::DeliveryFailed).await
             }
             ev::TimeSalePurchased::TYPE => match prepared {
@@ -82,6 +88,16 @@ impl EventHandler for OrderEvents {
             }
         }
     }
+}
+
+/// The fields of a time-sale purchase that become an order, checked as `PlaceOrder` checks
+/// a request (time-sale validated them too: failing here means the event is malformed).
+fn check_purchase(e: &ev::TimeSalePurchased) -> Result<(), validate::FieldError> {
+    validate::text("purchase_id", &e.purchase_id)?;
+    domain::customer_id(&e.customer_id)?;
+    domain::line_items(&[(e.sku.clone(), e.quantity, e.unit_price_cents)])?;
+    validate::address(e.shipping_address.as_ref())?;
+    Ok(())
 }
 
 async fn on_delivery_outcome(txn: &DatabaseTransaction, order_id: &str, event: OrderEvent) -> Result<(), HandleError> {

@@ -1,6 +1,6 @@
 //! The `OrderService` API edge: validation, idempotency, mapping to gRPC statuses.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use cloudmart_platform::{
     db::{self, is_unique_violation},
     grpc::{internal, invalid_argument, not_found, reasons, refusal},
@@ -43,11 +43,16 @@ fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, String)>, Status> 
     if token.is_empty() {
         return Ok(None);
     }
+    // Both halves reach the database as query parameters: the id must be the UUID a
+    // token carries (a NUL would make PostgreSQL fail the query), the time one a row
+    // can have (PostgreSQL refuses timestamps outside 4713 BC..294276 AD).
     let bad = || invalid_argument("page_token", "is not a token returned by ListOrders");
     let (micros, id) = token.split_once('~').ok_or_else(bad)?;
     let micros: i64 = micros.parse().map_err(|_| bad())?;
-    let at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or_else(bad)?;
-    Ok(Some((at, id.to_owned())))
+    let at =
+        DateTime::<Utc>::from_timestamp_micros(micros).filter(|t| (1970..=9999).contains(&t.year())).ok_or_else(bad)?;
+    let id = uuid::Uuid::parse_str(id).map_err(|_| bad())?;
+    Ok(Some((at, id.to_string())))
 }
 
 #[tonic::async_trait]

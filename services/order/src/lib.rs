@@ -12,6 +12,8 @@
 pub mod domain;
 pub mod events;
 pub mod grpc;
+#[cfg(test)]
+mod malformed;
 pub mod quote;
 pub mod store;
 
@@ -135,7 +137,11 @@ impl Application {
         })
         .await?;
         let api = grpc::OrderApi { db: parts.db.clone(), quotes: quotes.clone(), signal: parts.signal.clone() };
-        Ok(Self(parts.assemble(OrderServiceServer::new(api), &events::TOPICS, events::OrderEvents { quotes })))
+        Ok(Self(parts.assemble(
+            OrderServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),
+            &events::TOPICS,
+            events::OrderEvents { quotes },
+        )))
     }
 }
 

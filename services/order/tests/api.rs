@@ -316,3 +316,22 @@ async fn the_quote_circuit_breaker_opens_on_failures_and_closes_when_delivery_re
     server_token.cancel();
     server.await.unwrap().unwrap();
 }
+
+/// A 50 MB request is refused from its length prefix (`platform::grpc::MAX_REQUEST_BYTES`,
+/// 4 MiB) with tonic's clear `OUT_OF_RANGE` — the server never buffers it — and the
+/// service keeps serving, on the same connection.
+#[tokio::test]
+async fn a_50_mb_request_is_refused_and_the_service_keeps_serving() {
+    let mut t = spawn_order("order_huge").await;
+    let mut huge = good_request();
+    huge.customer_id = "x".repeat(50 * 1024 * 1024);
+    let err = t.client.place_order(huge).await.unwrap_err();
+    assert!(matches!(err.code(), Code::OutOfRange | Code::ResourceExhausted), "{err:?}");
+    assert!(err.message().contains("too large"), "{err:?}");
+    assert!(err.message().contains(&cloudmart_platform::grpc::MAX_REQUEST_BYTES.to_string()), "{err:?}");
+    assert_eq!(counts(&t.db).await, (0, 0), "nothing written");
+
+    let order = t.client.place_order(good_request()).await.unwrap().into_inner().order.unwrap();
+    assert_eq!(order.customer_id, "c-1");
+    t.stop().await;
+}

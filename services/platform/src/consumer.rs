@@ -4,9 +4,22 @@
 //! into `processed_events` **in the same transaction** as the handler's state change (and
 //! the outbox rows it writes); the transaction commits; only then is the offset committed.
 //! A redelivered record finds its id already there and changes nothing. A record that can
-//! never be processed (missing headers, undecodable payload) goes to `<topic>.dlq` with the
-//! error in the `dlq_error` header, and the consumer keeps going. Transient failures
-//! (database down) are retried with backoff and never skip a record.
+//! never be processed (missing headers, undecodable payload, a handler's
+//! [`HandleError::Permanent`]) goes to `<topic>.dlq` and the consumer keeps going.
+//!
+//! # Faults
+//! - A [`HandleError::Transient`] failure (database unavailable, serialization conflict) is
+//!   retried **in place** with a bounded, jittered [`Backoff`] (100 ms up to 5 s) until it
+//!   succeeds, turns permanent or shutdown interrupts it: the consumer never moves past a
+//!   record it has not applied or dead-lettered, so nothing is skipped or reordered within
+//!   a partition. A shutdown mid-retry leaves the offset uncommitted (redelivered later).
+//! - Publishing to the DLQ is retried the same way (a broker hiccup), and the offset is
+//!   committed only once the DLQ record is acknowledged.
+//! - A dead-letter record keeps the original key, payload and headers and adds the
+//!   [`headers`] `dlq_error`, `dlq_origin`, `dlq_topic`, `dlq_partition`, `dlq_offset`,
+//!   `dlq_attempts` and `dlq_failed_at`. `cloudmart-audit dlq replay` re-publishes it to its
+//!   topic after a fix; its `ce_id` is unchanged, so it is applied at most once however
+//!   often it is replayed.
 
 use std::{
     collections::HashMap,
@@ -15,7 +28,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{SecondsFormat, Utc};
 use rdkafka::{
     Message,
     consumer::{CommitMode, Consumer, StreamConsumer},
@@ -32,8 +45,13 @@ use tracing::Instrument;
 
 /// How often a partition's lag is measured (at most).
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// First retry delay of a transient failure or a failed DLQ publish.
+const RETRY_BASE: Duration = Duration::from_millis(100);
+/// Longest retry delay: a retrying record is tried again at least this often.
+const RETRY_CAP: Duration = Duration::from_secs(5);
 
 use crate::{
+    backoff::Backoff,
     config::KafkaArgs,
     events::{EventMeta, headers, topics},
     outbox::OutboxSignal,
@@ -145,7 +163,7 @@ pub enum Applied {
     Duplicate,
 }
 
-/// Runs `handler.prepare` outside any transaction, then records the event id and applies
+/// Checks the event's attributes, runs `handler.prepare` outside any transaction, then records the event id and applies
 /// `handler.handle` in one transaction. The consumer's single step, public so tests can
 /// drive it without a broker.
 pub async fn apply<H: EventHandler + ?Sized>(
@@ -153,6 +171,9 @@ pub async fn apply<H: EventHandler + ?Sized>(
     handler: &H,
     event: &InboundEvent,
 ) -> Result<Applied, HandleError> {
+    // The attributes stored with the event id: a NUL or an unbounded `ce_id` would fail
+    // the insert on every retry (PostgreSQL refuses 0x00 in text), so it is permanent.
+    crate::validate::event_meta(&event.meta)?;
     let prepared = handler.prepare(event).await?;
     let (txn, span) = crate::db::begin(db, "consume").await?;
     let row = entity::ActiveModel {
@@ -247,7 +268,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             },
             Err(reason) => {
                 crate::metrics::consumed(&topic, "dead_lettered", Duration::ZERO);
-                if !self.dead_letter(m, &reason, token).await {
+                if !self.dead_letter(m, &reason, 1, token).await {
                     return Ok(false);
                 }
                 self.commit(m);
@@ -292,16 +313,19 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         Ok(true)
     }
 
-    /// Applies one event, retrying transient failures; `None` when shutdown interrupted it,
-    /// else what happened (`applied`, `duplicate`, `dead_lettered`).
+    /// Applies one event, retrying transient failures in place (never skipping it); `None`
+    /// when shutdown interrupted it, else what happened (`applied`, `duplicate`,
+    /// `dead_lettered`).
     async fn process(
         &self,
         m: &BorrowedMessage<'_>,
         event: &InboundEvent,
         token: &CancellationToken,
     ) -> Option<&'static str> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(RETRY_BASE, RETRY_CAP);
+        let mut attempts: u32 = 0;
         loop {
+            attempts = attempts.saturating_add(1);
             match apply(&self.db, &self.handler, event).await {
                 Ok(Applied::Applied) => {
                     self.signal.notify();
@@ -314,18 +338,18 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }
                 Err(HandleError::Permanent(e)) => {
                     tracing::Span::current().record("error.type", "permanent");
-                    if !self.dead_letter(m, &format!("{e:#}"), token).await {
+                    if !self.dead_letter(m, &format!("{e:#}"), attempts, token).await {
                         return None;
                     }
                     return Some("dead_lettered");
                 }
                 Err(HandleError::Transient(e)) => {
-                    tracing::warn!(event_id = %event.meta.id, error = %e, retry_in = ?backoff, "event failed; retrying");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(event_id = %event.meta.id, error = %e, attempts, retry_in = ?delay, "event failed; retrying");
                     tokio::select! {
                         _ = token.cancelled() => return None,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
             }
         }
@@ -360,22 +384,44 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         }
     }
 
-    /// Sends the record to `<topic>.dlq` with the error; retries until it is accepted.
-    async fn dead_letter(&self, m: &BorrowedMessage<'_>, error: &str, token: &CancellationToken) -> bool {
+    /// Sends the record to `<topic>.dlq` with the error, its origin and `attempts` (how
+    /// many times it was tried); retries with back-off until the broker acknowledges it.
+    /// Returns false only when shutdown interrupted it (the offset must then stay
+    /// uncommitted, so the record is redelivered rather than lost).
+    async fn dead_letter(
+        &self,
+        m: &BorrowedMessage<'_>,
+        error: &str,
+        attempts: u32,
+        token: &CancellationToken,
+    ) -> bool {
         let dlq_topic = topics::dlq(m.topic());
         let origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
-        tracing::warn!(topic = %m.topic(), %origin, %error, "dead-lettering record");
+        tracing::warn!(topic = %m.topic(), %origin, %error, attempts, "dead-lettering record");
         crate::metrics::dead_lettered(m.topic().strip_prefix(self.kafka.topic_prefix.as_str()).unwrap_or(m.topic()));
+        let (partition, offset, attempts) = (m.partition().to_string(), m.offset().to_string(), attempts.to_string());
+        let failed_at = Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true);
+        let mut backoff = Backoff::new(RETRY_BASE, RETRY_CAP);
         loop {
             let mut h = OwnedHeaders::new();
             if let Some(orig) = m.headers() {
-                for x in orig.iter() {
+                // A record that was dead-lettered before (replayed, failed again) gets
+                // this failure's dlq_* headers, not two of each.
+                for x in orig.iter().filter(|x| !x.key.starts_with(headers::DLQ_PREFIX)) {
                     h = h.insert(Header { key: x.key, value: x.value });
                 }
             }
-            h = h
-                .insert(Header { key: headers::DLQ_ERROR, value: Some(error) })
-                .insert(Header { key: headers::DLQ_ORIGIN, value: Some(origin.as_str()) });
+            for (key, value) in [
+                (headers::DLQ_ERROR, error),
+                (headers::DLQ_ORIGIN, origin.as_str()),
+                (headers::DLQ_TOPIC, m.topic()),
+                (headers::DLQ_PARTITION, partition.as_str()),
+                (headers::DLQ_OFFSET, offset.as_str()),
+                (headers::DLQ_ATTEMPTS, attempts.as_str()),
+                (headers::DLQ_FAILED_AT, failed_at.as_str()),
+            ] {
+                h = h.insert(Header { key, value: Some(value) });
+            }
             let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&dlq_topic).headers(h);
             if let Some(k) = m.key() {
                 record = record.key(k);
@@ -386,10 +432,11 @@ impl<H: EventHandler> IdempotentConsumer<H> {
             match self.dlq.send(record, Timeout::After(Duration::from_secs(15))).await {
                 Ok(_) => return true,
                 Err((e, _)) => {
-                    tracing::warn!(error = %e, "DLQ publish failed; retrying");
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "DLQ publish failed; retrying");
                     tokio::select! {
                         _ = token.cancelled() => return false,
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }

@@ -17,13 +17,14 @@ use sea_orm_migration::MigratorTrait;
 /// CrashLoopBackOff with growing back-off.
 pub const CONNECT_BUDGET: Duration = Duration::from_secs(90);
 
-/// [`connect`], retried with capped exponential back-off (0.5 s doubling to 5 s) for up to
+/// [`connect`], retried with jittered, capped exponential back-off ([`crate::backoff`],
+/// 0.5 s growing to at most 5 s) for up to
 /// `budget` while the server is unreachable, logging each attempt. A URL that can never
 /// work (bad scheme, SQLite in a build without it) fails at once.
 pub async fn connect_with_retry(url: &str, budget: Duration) -> anyhow::Result<DatabaseConnection> {
     normalize_url(url)?;
     let start = std::time::Instant::now();
-    let mut delay = Duration::from_millis(500);
+    let mut backoff = crate::backoff::Backoff::new(Duration::from_millis(500), Duration::from_secs(5));
     let mut attempt = 1u32;
     loop {
         // One attempt waits at most 5 s (the pool would otherwise keep retrying an
@@ -44,13 +45,15 @@ pub async fn connect_with_retry(url: &str, budget: Duration) -> anyhow::Result<D
                 }
                 return Ok(db);
             }
-            Err(e) if start.elapsed() + delay < budget => {
+            Err(e) => {
+                let delay = backoff.next_delay();
+                if start.elapsed() + delay >= budget {
+                    return Err(e.context(format!("gave up after {attempt} attempts in {:?}", start.elapsed())));
+                }
                 tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "database not reachable yet");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
                 attempt += 1;
             }
-            Err(e) => return Err(e.context(format!("gave up after {attempt} attempts in {:?}", start.elapsed()))),
         }
     }
 }

@@ -73,10 +73,31 @@ pub mod headers {
     pub const CONTENT_TYPE: &str = "content-type";
     pub const TRACEPARENT: &str = "traceparent";
     pub const TRACESTATE: &str = "tracestate";
-    /// On `<topic>.dlq` records: why the consumer gave up on the message.
+    /// Every header the consumer adds to a `<topic>.dlq` record starts with this; the
+    /// record also keeps the original's key, payload and headers unchanged.
+    pub const DLQ_PREFIX: &str = "dlq_";
+    /// On `<topic>.dlq` records: why the consumer gave up on the message (the last error).
     pub const DLQ_ERROR: &str = "dlq_error";
-    /// On `<topic>.dlq` records: where the message came from.
+    /// On `<topic>.dlq` records: where the message came from, `<topic>/<partition>/<offset>`
+    /// (kept for compatibility; the same as [`DLQ_TOPIC`], [`DLQ_PARTITION`], [`DLQ_OFFSET`]).
     pub const DLQ_ORIGIN: &str = "dlq_origin";
+    /// On `<topic>.dlq` records: the physical topic (with `KAFKA_TOPIC_PREFIX`) the message
+    /// was consumed from — where a replay publishes it again.
+    pub const DLQ_TOPIC: &str = "dlq_topic";
+    /// On `<topic>.dlq` records: the original partition (decimal).
+    pub const DLQ_PARTITION: &str = "dlq_partition";
+    /// On `<topic>.dlq` records: the original offset (decimal).
+    pub const DLQ_OFFSET: &str = "dlq_offset";
+    /// On `<topic>.dlq` records: how many times the consumer tried the message before it
+    /// gave up (decimal, >= 1; transient failures are retried, so > 1 means it failed
+    /// transiently first and then permanently).
+    pub const DLQ_ATTEMPTS: &str = "dlq_attempts";
+    /// On `<topic>.dlq` records: when the consumer gave up, RFC 3339 UTC.
+    pub const DLQ_FAILED_AT: &str = "dlq_failed_at";
+    /// On records re-published by `cloudmart-audit dlq replay`: the dead-letter record they
+    /// came from, `<dlq topic>/<partition>/<offset>`. Their `ce_id` is the original one,
+    /// so a consumer that already applied the event ignores the replay.
+    pub const REPLAYED_FROM: &str = "replayed_from";
     pub const PROTOBUF: &str = "application/protobuf";
 }
 

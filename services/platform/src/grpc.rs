@@ -10,6 +10,8 @@
 //!    are exempt, so probes keep answering under overload);
 //! 2. a per-call deadline (`GRPC_REQUEST_TIMEOUT_MS`, or the client's shorter one);
 //! 3. `max_connection_age`, so long-lived client connections rotate over new replicas.
+//!
+//! Request messages are limited to [`MAX_REQUEST_BYTES`].
 
 use std::{
     collections::HashMap,
@@ -34,6 +36,15 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::config::ServerArgs;
+
+/// Largest request message a service decodes, in bytes: 4 MiB (tonic's default, made
+/// explicit; every service sets it with `max_decoding_message_size`). The largest valid
+/// request — `PlaceOrder` with 100 items and 200-byte texts — is about 30 KiB. A bigger
+/// message is refused from its 5-byte gRPC length prefix, before its body is buffered,
+/// with tonic's `OUT_OF_RANGE` "decoded message length too large: found N bytes, the limit
+/// is: 4194304 bytes": a 50 MB request costs the server no memory and the connection
+/// keeps serving.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 /// The `ErrorInfo.domain` of cloudmart's refusals.
 pub const ERROR_DOMAIN: &str = "cloudmart.io";

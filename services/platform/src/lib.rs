@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`app`] — the start-up every service shares: connections, migrations, topics,
 //!   sockets, then server + consumer + relay + metrics under one runtime.
+//! - [`backoff`] — bounded exponential back-off with jitter, the one retry delay of the
+//!   consumer, its DLQ publishing and the outbox relay.
 //! - [`breaker`] — a circuit breaker as a tower layer for calls between services.
 //! - [`config`] — the flags/env vars shared by every service (Kafka, gRPC server, logs),
 //!   parsed with clap so `--help` documents each variable.
@@ -22,13 +24,17 @@
 //! - [`consumer`] — the [`consumer::IdempotentConsumer`] with its dead-letter queue.
 //! - [`service`] — runs a server and its workers under one shutdown.
 //! - `testkit` (feature): per-test databases, topic namespaces and the embedded broker.
+//! - `fuzz` (feature): property-test strategies and checks for the malformed-input tests.
 
 pub mod app;
+pub mod backoff;
 pub mod breaker;
 pub mod config;
 pub mod consumer;
 pub mod db;
 pub mod events;
+#[cfg(feature = "fuzz")]
+pub mod fuzz;
 pub mod grpc;
 pub mod kafka;
 pub mod metrics;

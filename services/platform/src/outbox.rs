@@ -32,6 +32,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::{
+    backoff::Backoff,
     config::KafkaArgs,
     events::{CloudEvent, EventMeta},
 };
@@ -305,8 +306,10 @@ impl OutboxRelay {
     }
 
     /// Runs until `token` is cancelled, then publishes what is left and flushes.
+    /// A failed pass (broker or database unavailable) is retried after a jittered
+    /// [`Backoff`] delay (100 ms up to 5 s), reset by the next successful pass.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut measured: Option<std::time::Instant> = None;
         loop {
             let pass = self.drain().await;
@@ -318,12 +321,12 @@ impl OutboxRelay {
                 }
             }
             match pass {
-                Ok(_) => backoff = Duration::from_millis(100),
+                Ok(_) => backoff.reset(),
                 Err(e) => {
-                    tracing::warn!(error = %e, "outbox relay pass failed");
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %e, retry_in = ?delay, "outbox relay pass failed");
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff) => continue,
+                        _ = tokio::time::sleep(delay) => continue,
                         _ = token.cancelled() => break,
                     }
                 }

@@ -14,6 +14,23 @@ impl FieldError {
     }
 }
 
+impl std::fmt::Display for FieldError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.description)
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+/// An event whose attributes or payload fail validation can never be applied: it is a
+/// permanent failure (the record goes to the DLQ), never a transient one — the database
+/// would refuse it on every retry (PostgreSQL and NUL), and the consumer would be stuck.
+impl From<FieldError> for crate::consumer::HandleError {
+    fn from(e: FieldError) -> Self {
+        crate::consumer::HandleError::Permanent(anyhow::Error::new(e))
+    }
+}
+
 impl From<FieldError> for tonic::Status {
     fn from(e: FieldError) -> Self {
         crate::grpc::invalid_argument(&e.field, e.description)
@@ -87,6 +104,20 @@ pub fn idempotency_key(value: &str) -> Result<Option<String>, FieldError> {
     Ok(if v.is_empty() { None } else { Some(v) })
 }
 
+/// A text value an event carries into the database (an id, a name, an address line):
+/// bounded and free of control characters, like [`optional_text`]; checked, not rewritten.
+pub fn event_text(field: &str, value: &str) -> Result<(), FieldError> {
+    optional_text(field, value).map(|_| ())
+}
+
+/// The CloudEvents attributes the idempotent consumer stores with every event
+/// (`processed_events.event_id`, `.event_type`), checked before its transaction opens:
+/// a NUL or an unbounded `ce_id` would otherwise fail the insert on every retry.
+pub fn event_meta(meta: &crate::events::EventMeta) -> Result<(), FieldError> {
+    text("ce_id", &meta.id)?;
+    event_text("ce_type", &meta.ce_type)
+}
+
 /// A UUID-valued id field, normalised to its hyphenated lower-case form.
 pub fn uuid(field: &str, value: &str) -> Result<String, FieldError> {
     uuid::Uuid::parse_str(value.trim()).map(|u| u.to_string()).map_err(|_| FieldError::new(field, "must be a UUID"))
@@ -134,5 +165,24 @@ mod tests {
         assert_eq!(address(Some(&nul_line)).unwrap_err().field, "shipping_address.line1");
         assert_eq!(optional_text("reason", "changed my mind").unwrap(), "changed my mind");
         assert_eq!(text("title", "Game console — 한정판").unwrap(), "Game console — 한정판");
+    }
+
+    /// Event attributes with a NUL are a permanent failure naming the header.
+    #[test]
+    fn event_attributes_are_checked() {
+        let meta = crate::events::EventMeta {
+            id: "e\u{0}1".into(),
+            ce_type: "t".into(),
+            source: "s".into(),
+            time: String::new(),
+            traceparent: None,
+            tracestate: None,
+        };
+        assert_eq!(event_meta(&meta).unwrap_err().field, "ce_id");
+        let meta = crate::events::EventMeta { id: "e1".into(), ce_type: "x".repeat(MAX_TEXT + 1), ..meta };
+        let err = crate::consumer::HandleError::from(event_meta(&meta).unwrap_err());
+        assert!(matches!(err, crate::consumer::HandleError::Permanent(_)), "{err}");
+        assert!(err.to_string().contains("ce_type"), "{err}");
+        assert!(event_text("order_id", "o-1").is_ok());
     }
 }

@@ -1,7 +1,11 @@
 //! The outbox relay and the idempotent consumer against a database and a broker
 //! (PostgreSQL + a real broker when TEST_DATABASE_URL / TEST_KAFKA_BROKERS are set).
 
-use std::time::Duration;
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use cloudmart_platform::{
@@ -31,7 +35,8 @@ impl MigrationTrait for CreateCounters {
         m.get_connection()
             .execute_unprepared(
                 "CREATE TABLE counters (k VARCHAR(32) PRIMARY KEY, n INTEGER NOT NULL);
-                 INSERT INTO counters (k, n) VALUES ('placed', 0), ('confirmed', 0);",
+                 INSERT INTO counters (k, n) VALUES ('placed', 0), ('confirmed', 0);
+                 CREATE TABLE applied (seq INTEGER NOT NULL, event_id VARCHAR(64) NOT NULL);",
             )
             .await?;
         Ok(())
@@ -99,6 +104,15 @@ fn start_consumer(
     kafka: &TestKafka,
     token: &CancellationToken,
 ) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    start_consumer_with(db, kafka, token, Counting)
+}
+
+fn start_consumer_with<H: EventHandler>(
+    db: &DatabaseConnection,
+    kafka: &TestKafka,
+    token: &CancellationToken,
+    handler: H,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
     let group = format!("{}g", kafka.args.topic_prefix);
     let c = IdempotentConsumer::new(
         db.clone(),
@@ -106,10 +120,106 @@ fn start_consumer(
         kafka::producer(&kafka.args, "test-dlq").unwrap(),
         kafka.args.clone(),
         vec![topics::ORDER_EVENTS],
-        Counting,
+        handler,
         OutboxSignal::default(),
     );
     tokio::spawn(c.run(token.clone()))
+}
+
+/// How one try of an event fails.
+#[derive(Clone, Copy, Debug)]
+enum Fail {
+    Transient,
+    Permanent,
+}
+
+/// Fails each event's first tries as scripted per `ce_id`, then applies it: appends the
+/// event id to `applied` (in the event's transaction, so the table lists committed
+/// applications in commit order). Counts every try per event id.
+#[derive(Clone, Default)]
+struct Scripted {
+    script: Arc<Mutex<HashMap<String, VecDeque<Fail>>>>,
+    tries: Arc<Mutex<HashMap<String, u32>>>,
+}
+
+impl Scripted {
+    fn fail(&self, event_id: &str, how: &[Fail]) {
+        self.script.lock().unwrap().insert(event_id.to_owned(), how.iter().copied().collect());
+    }
+    fn tries(&self, event_id: &str) -> u32 {
+        self.tries.lock().unwrap().get(event_id).copied().unwrap_or(0)
+    }
+}
+
+#[async_trait]
+impl EventHandler for Scripted {
+    type Prepared = ();
+
+    async fn prepare(&self, _event: &InboundEvent) -> Result<(), HandleError> {
+        Ok(())
+    }
+
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
+        let id = event.meta.id.clone();
+        *self.tries.lock().unwrap().entry(id.clone()).or_default() += 1;
+        let next = self.script.lock().unwrap().get_mut(&id).and_then(VecDeque::pop_front);
+        match next {
+            Some(Fail::Transient) => Err(HandleError::Transient(anyhow::anyhow!("database unavailable (scripted)"))),
+            Some(Fail::Permanent) => Err(HandleError::Permanent(anyhow::anyhow!("order {id} is poisoned (scripted)"))),
+            None => {
+                txn.execute_unprepared(&format!(
+                    "INSERT INTO applied (seq, event_id) SELECT COUNT(*), '{id}' FROM applied"
+                ))
+                .await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn applied_ids(db: &DatabaseConnection) -> Vec<String> {
+    db.query_all_raw(Statement::from_string(
+        db.get_database_backend(),
+        "SELECT event_id FROM applied ORDER BY seq".to_owned(),
+    ))
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.try_get::<String>("", "event_id").unwrap())
+    .collect()
+}
+
+/// Publishes an OrderPlaced for `key` with event id `id`; returns its (partition, offset).
+async fn publish_placed(kafka: &TestKafka, key: &str, id: &str) -> (i32, i64) {
+    let payload = prost::Message::encode_to_vec(&ev::OrderPlaced { order_id: key.into(), ..Default::default() });
+    produce_raw(
+        &kafka.args,
+        topics::ORDER_EVENTS,
+        key,
+        &payload,
+        &[
+            (headers::SPECVERSION, "1.0"),
+            (headers::ID, id),
+            (headers::TYPE, ev::OrderPlaced::TYPE),
+            (headers::SOURCE, "test"),
+        ],
+    )
+    .await
+}
+
+/// Records on every partition of `logical`'s dead-letter topic (its high watermarks).
+fn dlq_size(kafka: &TestKafka, logical: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let topic = kafka.args.topic(&topics::dlq(logical));
+    let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka.args.brokers).create().unwrap();
+    let meta = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
+    let partitions = meta.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = c.fetch_watermarks(&topic, i32::try_from(p).unwrap(), Duration::from_secs(10)).unwrap();
+            high - low
+        })
+        .sum()
 }
 
 #[tokio::test]
@@ -226,6 +336,7 @@ async fn malformed_records_go_to_the_dlq_and_the_consumer_keeps_going() {
     assert!(errors.iter().any(|e| e.contains("payload does not decode")), "{errors:?}");
     assert!(dlq.iter().any(|r| r.payload == b"not protobuf"), "the original payload is kept");
     assert!(dlq.iter().all(|r| r.headers.contains_key(headers::DLQ_ORIGIN)));
+    assert!(dlq.iter().all(|r| r.headers[headers::DLQ_ATTEMPTS] == "1"), "undecodable records are tried once");
 
     token.cancel();
     consumer.await.unwrap().unwrap();
@@ -265,4 +376,78 @@ async fn apply_records_the_event_id_in_the_same_transaction() {
     let fixed = InboundEvent { meta: EventMeta { id: "e-2".into(), ..event.meta.clone() }, ..event.clone() };
     assert_eq!(consumer::apply(&db, &Counting, &fixed).await.unwrap(), Applied::Applied);
     assert_eq!(counter(&db, "placed").await, 2);
+}
+
+/// A transient failure is retried in place: the event is applied once, after its retries,
+/// and the events behind it on the same partition wait for it (no skip, no reordering);
+/// nothing reaches the DLQ.
+#[tokio::test]
+async fn a_transient_failure_is_retried_in_place_and_applied_once_in_order() {
+    let (db, kafka) = setup("transient").await;
+    let handler = Scripted::default();
+    handler.fail("t-1", &[Fail::Transient, Fail::Transient, Fail::Transient]);
+    let token = CancellationToken::new();
+    let consumer = start_consumer_with(&db, &kafka, &token, handler.clone());
+
+    // One key, so one partition: t-2 and t-3 are queued behind the failing t-1.
+    for id in ["t-1", "t-2", "t-3"] {
+        publish_placed(&kafka, "order-t", id).await;
+    }
+    eventually("all three events applied", Duration::from_secs(60), || async {
+        (applied_ids(&db).await.len() >= 3).then_some(())
+    })
+    .await;
+    assert_eq!(applied_ids(&db).await, ["t-1", "t-2", "t-3"], "applied once each, in partition order");
+    assert_eq!(handler.tries("t-1"), 4, "three transient failures, then success");
+    assert_eq!(handler.tries("t-2"), 1);
+    // A dead-letter record would have been acknowledged before t-2 was consumed.
+    assert_eq!(dlq_size(&kafka, topics::ORDER_EVENTS), 0, "a transient failure never goes to the DLQ");
+
+    token.cancel();
+    consumer.await.unwrap().unwrap();
+}
+
+/// A permanent failure (here after two transient ones) goes to `<topic>.dlq` with the
+/// original key, payload and CloudEvents headers plus every `dlq_*` header, attempts
+/// counting all three tries; the next event on the partition is applied.
+#[tokio::test]
+async fn a_permanent_failure_is_dead_lettered_with_its_origin_and_attempts() {
+    let (db, kafka) = setup("permanent").await;
+    let handler = Scripted::default();
+    handler.fail("p-1", &[Fail::Transient, Fail::Transient, Fail::Permanent]);
+    let token = CancellationToken::new();
+    let consumer = start_consumer_with(&db, &kafka, &token, handler.clone());
+
+    let (partition, offset) = publish_placed(&kafka, "order-p", "p-1").await;
+    publish_placed(&kafka, "order-p", "p-2").await;
+    eventually("the event behind the poisoned one applied", Duration::from_secs(60), || async {
+        (!applied_ids(&db).await.is_empty()).then_some(())
+    })
+    .await;
+    assert_eq!(applied_ids(&db).await, ["p-2"], "the poisoned event changed nothing");
+
+    let dlq = read_records(&kafka.args, &topics::dlq(topics::ORDER_EVENTS), 1, Duration::from_secs(30)).await;
+    assert_eq!(dlq.len(), 1);
+    let r = &dlq[0];
+    let h = &r.headers;
+    assert_eq!(r.key.as_deref(), Some("order-p"));
+    assert_eq!(decode::<ev::OrderPlaced>(&r.payload).unwrap().order_id, "order-p", "the payload is kept");
+    assert_eq!(h[headers::ID], "p-1");
+    assert_eq!(h[headers::TYPE], ev::OrderPlaced::TYPE);
+    assert_eq!(h[headers::SPECVERSION], "1.0");
+    let topic = kafka.args.topic(topics::ORDER_EVENTS);
+    assert!(h[headers::DLQ_ERROR].contains("order p-1 is poisoned"), "{h:?}");
+    assert_eq!(h[headers::DLQ_ORIGIN], format!("{topic}/{partition}/{offset}"));
+    assert_eq!(h[headers::DLQ_TOPIC], topic);
+    assert_eq!(h[headers::DLQ_PARTITION], partition.to_string());
+    assert_eq!(h[headers::DLQ_OFFSET], offset.to_string());
+    assert_eq!(h[headers::DLQ_ATTEMPTS], "3", "two transient tries and the permanent one");
+    assert_eq!(handler.tries("p-1"), 3);
+    let failed_at =
+        chrono::DateTime::parse_from_rfc3339(&h[headers::DLQ_FAILED_AT]).expect("dlq_failed_at is RFC 3339");
+    assert!(failed_at <= chrono::Utc::now() && failed_at > chrono::Utc::now() - chrono::Duration::minutes(10));
+    assert!(!h.contains_key(headers::REPLAYED_FROM));
+
+    token.cancel();
+    consumer.await.unwrap().unwrap();
 }

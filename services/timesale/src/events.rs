@@ -8,6 +8,7 @@ use cloudmart_platform::{
     events::{CloudEvent, decode, topics},
     outbox,
     proto::events::v1 as ev,
+    validate,
 };
 use sea_orm::DatabaseTransaction;
 
@@ -46,6 +47,9 @@ impl EventHandler for TimeSaleEvents {
             }
             _ => return Ok(()),
         };
+        // Both reach the database (a lookup, the purchase's order link).
+        validate::event_text("time_sale_purchase_id", &purchase_id)?;
+        validate::event_text("order_id", &order_id)?;
         if purchase_id.is_empty() {
             return Ok(()); // a regular order
         }

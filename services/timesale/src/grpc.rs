@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use cloudmart_platform::{
     grpc::{internal, not_found, reasons, refusal},
     metrics,
@@ -27,13 +27,19 @@ pub struct TimeSaleApi {
     pub(crate) terms: Arc<RwLock<HashMap<String, SaleTerms>>>,
 }
 
+/// A sale time: a valid `Timestamp` (nanos in 0..1e9) between 1970 and 9999 — what every
+/// backend stores (PostgreSQL refuses times outside 4713 BC..294276 AD, which surfaced as
+/// INTERNAL) and RFC 3339 prints.
 fn time(field: &str, t: Option<prost_types::Timestamp>) -> Result<Option<DateTime<Utc>>, FieldError> {
-    match t {
-        None => Ok(None),
-        Some(t) => DateTime::<Utc>::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .map(Some)
-            .ok_or_else(|| FieldError::new(field, "is not a valid time")),
-    }
+    let Some(t) = t else { return Ok(None) };
+    let nanos = u32::try_from(t.nanos)
+        .ok()
+        .filter(|n| *n < 1_000_000_000)
+        .ok_or_else(|| FieldError::new(field, "nanos must be between 0 and 999999999"))?;
+    DateTime::<Utc>::from_timestamp(t.seconds, nanos)
+        .filter(|at| (1970..=9999).contains(&at.year()))
+        .map(Some)
+        .ok_or_else(|| FieldError::new(field, "must be between 1970-01-01 and 9999-12-31"))
 }
 
 fn sale_to_proto(s: &SaleRow) -> pb::Sale {

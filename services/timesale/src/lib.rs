@@ -13,6 +13,8 @@ pub mod domain;
 pub mod events;
 pub mod grpc;
 pub mod ledger;
+#[cfg(test)]
+mod malformed;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -93,7 +95,11 @@ impl Application {
             ledger: ledger::StockLedger::new(parts.db.clone(), config.reservation, parts.signal.clone()),
             terms: Default::default(),
         };
-        Ok(Self(parts.assemble(TimeSaleServiceServer::new(api), &events::TOPICS, events::TimeSaleEvents)))
+        Ok(Self(parts.assemble(
+            TimeSaleServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),
+            &events::TOPICS,
+            events::TimeSaleEvents,
+        )))
     }
 }
 
