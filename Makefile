@@ -20,10 +20,10 @@ build: ## Build every binary (release)
 test: build ## Full test suite: unit, integration, end-to-end (TEST_DATABASE_URL / TEST_KAFKA_BROKERS pick real backends)
 	@echo "test backends: database=$${TEST_DATABASE_URL:+PostgreSQL ($${TEST_DATABASE_URL%%@*}@…)}$${TEST_DATABASE_URL:-SQLite (embedded)}" | sed 's/:[^:@]*@…/:***@…/'
 	@echo "test backends: kafka=$${TEST_KAFKA_BROKERS:-embedded mock broker (librdkafka)}"
-	$(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) --workspace --exclude cloudmart-chart-check
+	$(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) --workspace
 
 test-unit: ## Fast unit tests only (no processes)
-	$(CARGO) test $(CARGO_FLAGS) --workspace --exclude cloudmart-chart-check --lib
+	$(CARGO) test $(CARGO_FLAGS) --workspace --lib
 
 fmt: ## Format the code
 	$(CARGO) fmt --all

@@ -134,20 +134,9 @@ fn replicas_can_be_overridden() {
     assert_eq!(plan.app("app").map(|p| p.pod.as_str()).collect::<Vec<_>>(), ["app-0", "app-1", "app-2", "app-3"]);
 }
 
-/// helm from HELM, PATH or the cache `make lint-charts` fills; None (with a note) if absent.
+/// helm (see [`cloudmart_chart_check::find_helm`]); None, with a note, if there is none.
 fn helm() -> Option<String> {
-    let candidates = [
-        std::env::var("HELM").ok(),
-        Some("helm".to_owned()),
-        std::env::var("CLOUDMART_CACHE")
-            .ok()
-            .or_else(|| std::env::var("HOME").ok().map(|h| format!("{h}/.cache/cloudmart")))
-            .map(|c| format!("{c}/k8s-tools/bin/helm")),
-    ];
-    let found = candidates
-        .into_iter()
-        .flatten()
-        .find(|h| std::process::Command::new(h).arg("version").output().is_ok_and(|o| o.status.success()));
+    let found = cloudmart_chart_check::find_helm();
     if found.is_none() {
         eprintln!("SKIP: no helm (HELM, PATH or the cache of `make lint-charts`); these tests render the chart");
     }

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use cloudmart_platform::testkit::{TestDatabase, TestKafka};
+use cloudmart_platform::testkit::{TestDatabase, TestKafka, until};
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
 
 /// Directory of the binaries built with this test (target/<profile>/).
@@ -63,8 +63,17 @@ impl Proc {
     }
 
     /// SIGTERM, then wait for a clean exit (status 0) within `within`.
-    pub fn terminate(mut self, within: Duration) -> std::process::ExitStatus {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+    pub fn terminate(self, within: Duration) -> std::process::ExitStatus {
+        self.signal("TERM", within)
+    }
+
+    /// SIGINT (what Ctrl-C sends), then wait for the exit within `within`.
+    pub fn interrupt(self, within: Duration) -> std::process::ExitStatus {
+        self.signal("INT", within)
+    }
+
+    fn signal(mut self, signal: &str, within: Duration) -> std::process::ExitStatus {
+        let _ = Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status();
         let deadline = std::time::Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -72,7 +81,7 @@ impl Proc {
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("{} did not stop within {within:?} after SIGTERM; log {}", self.name, self.log.display());
+                panic!("{} did not stop within {within:?} after SIG{signal}; log {}", self.name, self.log.display());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -100,22 +109,29 @@ impl Drop for Proc {
 
 /// Waits until `addr` answers health checks with SERVING for `service` ("" = overall).
 pub async fn wait_serving(addr: &str, service: &str, proc_: &mut Proc) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = proc_.child.try_wait().unwrap() {
-            panic!("{} exited early ({status}); log:\n{}", proc_.name, proc_.log_text());
+    let name = proc_.name.clone();
+    let proc_ = std::sync::Mutex::new(proc_);
+    let log = || proc_.lock().unwrap().log_text();
+    until(&format!("{name} SERVING (health {service:?})"), Duration::from_secs(60), || async {
+        let exited = proc_.lock().unwrap().child.try_wait().unwrap();
+        if let Some(status) = exited {
+            panic!("{name} exited early ({status}); log:\n{}", log());
         }
-        if let Ok(channel) = tonic::transport::Channel::from_shared(format!("http://{addr}")).unwrap().connect().await
-            && let Ok(r) = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await
-            && r.get_ref().status() == ServingStatus::Serving
-        {
-            return;
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| format!("not reachable: {e}; log:\n{}", log()))?;
+        let r = HealthClient::new(channel)
+            .check(HealthCheckRequest { service: service.into() })
+            .await
+            .map_err(|e| format!("health check failed: {e}; log:\n{}", log()))?;
+        match r.get_ref().status() {
+            ServingStatus::Serving => Ok(()),
+            other => Err(format!("health says {other:?}; log:\n{}", log())),
         }
-        if tokio::time::Instant::now() > deadline {
-            panic!("{} not SERVING within 60s; log:\n{}", proc_.name, proc_.log_text());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Databases, broker namespace and ports for one order + delivery system.

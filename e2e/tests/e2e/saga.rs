@@ -11,7 +11,7 @@ use cloudmart_platform::{
         events::v1 as ev,
         order::v1::{self as pb, order_service_client::OrderServiceClient},
     },
-    testkit::{committed_offset, eventually, produce_raw, read_records},
+    testkit::{committed_offset, eventually, produce_raw, read_records, until},
 };
 use futures::{StreamExt, stream};
 use tonic::transport::Channel;
@@ -34,27 +34,24 @@ pub(crate) fn request(customer: &str, postal_code: &str, key: &str) -> pb::Place
 }
 
 pub(crate) async fn wait_terminal(client: &OrderServiceClient<Channel>, ids: &[String]) -> HashMap<String, pb::Order> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(180);
-    let mut done = HashMap::new();
-    let mut client = client.clone();
-    while done.len() < ids.len() {
-        for id in ids.iter().filter(|id| !done.contains_key(*id)).cloned().collect::<Vec<_>>() {
+    let done = std::sync::Mutex::new(HashMap::new());
+    until("every order CONFIRMED or CANCELLED", Duration::from_secs(180), || async {
+        let mut client = client.clone();
+        let pending: Vec<String> = {
+            let done = done.lock().unwrap();
+            ids.iter().filter(|id| !done.contains_key(*id)).cloned().collect()
+        };
+        for id in pending {
             let o = client.get_order(pb::GetOrderRequest { order_id: id.clone() }).await.unwrap().into_inner();
             if matches!(o.status(), pb::OrderStatus::Confirmed | pb::OrderStatus::Cancelled) {
-                done.insert(id, o);
+                done.lock().unwrap().insert(id, o);
             }
         }
-        if done.len() < ids.len() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "{} of {} orders still pending",
-                ids.len() - done.len(),
-                ids.len()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    done
+        let n = done.lock().unwrap().len();
+        if n == ids.len() { Ok(()) } else { Err(format!("{} of {} orders still pending", ids.len() - n, ids.len())) }
+    })
+    .await;
+    done.into_inner().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

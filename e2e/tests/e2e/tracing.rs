@@ -13,6 +13,7 @@ use std::{
 };
 
 use cloudmart_platform::proto::order::v1::{self as pb, order_service_client::OrderServiceClient};
+use cloudmart_platform::testkit::until;
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -249,19 +250,11 @@ impl Traces {
         within: Duration,
         pred: impl Fn(&[Span]) -> bool,
     ) -> Vec<Span> {
-        let deadline = tokio::time::Instant::now() + within;
-        loop {
+        until(&format!("trace {trace_id}: {what}"), within, || async {
             let spans = self.trace(trace_id).await;
-            if pred(&spans) {
-                return spans;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "trace {trace_id}: {what} not seen within {within:?}; spans:\n{}",
-                dump(&spans)
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+            if pred(&spans) { Ok(spans) } else { Err(format!("spans so far:\n{}", dump(&spans))) }
+        })
+        .await
     }
 }
 
@@ -336,15 +329,14 @@ async fn place_traced(client: &mut OrderServiceClient<Channel>, postal_code: &st
 }
 
 async fn wait_status(client: &mut OrderServiceClient<Channel>, order_id: &str, want: pb::OrderStatus) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let o = client.get_order(pb::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner();
-        if o.status() == want {
-            return;
+    until(&format!("order {order_id} {want:?}"), Duration::from_secs(60), || {
+        let mut client = client.clone();
+        async move {
+            let o = client.get_order(pb::GetOrderRequest { order_id: order_id.into() }).await.unwrap().into_inner();
+            if o.status() == want { Ok(()) } else { Err(format!("it is {:?}", o.status())) }
         }
-        assert!(tokio::time::Instant::now() < deadline, "order {order_id} is {:?}, expected {want:?}", o.status());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// `GET /metrics` of a process.

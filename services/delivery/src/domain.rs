@@ -1,4 +1,7 @@
-//! Delivery rules as pure code: fee quotes, fault selection and the delivery state machine.
+//! Delivery rules as pure code: fee quotes, fault selection and the delivery state
+//! machine — the [`Delivery`] aggregate, made by [`Delivery::new`], whose methods are the
+//! transitions. The stored strings of [`DeliveryStatus`] and [`FailureReason`] are
+//! defined here and nowhere else.
 //!
 //! ```text
 //!  (none) ──OrderPlaced──> SCHEDULED ──OrderCancelled──> CANCELLED
@@ -6,30 +9,42 @@
 //!     └──OrderCancelled──> CANCELLED (tombstone: a late OrderPlaced schedules nothing)
 //! ```
 
-/// Where a delivery is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DeliveryState {
-    Absent,
+use chrono::{DateTime, Utc};
+use cloudmart_platform::proto::order::v1::ShippingAddress;
+use sea_orm::{ActiveEnum, DeriveActiveEnum, EnumIter, entity::prelude::StringLen};
+
+/// Where a delivery is (`deliveries.status`, stored as these strings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum DeliveryStatus {
+    #[sea_orm(string_value = "SCHEDULED")]
     Scheduled,
+    #[sea_orm(string_value = "FAILED")]
     Failed,
+    #[sea_orm(string_value = "CANCELLED")]
     Cancelled,
 }
 
-impl DeliveryState {
-    pub const ALL: [DeliveryState; 4] =
-        [DeliveryState::Absent, DeliveryState::Scheduled, DeliveryState::Failed, DeliveryState::Cancelled];
+/// Why scheduling failed (`DeliveryFailed.reason`, `Delivery.failure_reason`,
+/// `deliveries.failure_reason`: these strings).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
+pub enum FailureReason {
+    /// The country is not served.
+    #[sea_orm(string_value = "UNSERVICEABLE_ADDRESS")]
+    UnserviceableAddress,
+    /// The postal code's capacity for the day is taken.
+    #[sea_orm(string_value = "REGION_CAPACITY_EXHAUSTED")]
+    RegionCapacityExhausted,
+    /// Fault injection selected the order.
+    #[sea_orm(string_value = "FAULT_INJECTED")]
+    FaultInjected,
+}
 
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryState::Absent => "ABSENT",
-            DeliveryState::Scheduled => "SCHEDULED",
-            DeliveryState::Failed => "FAILED",
-            DeliveryState::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
+impl FailureReason {
+    /// The reason as the events and the API carry it (the stored string).
+    pub fn code(self) -> String {
+        self.to_value()
     }
 }
 
@@ -53,22 +68,83 @@ pub enum Action {
     Ignore,
 }
 
-pub fn decide(state: DeliveryState, event: DeliveryEvent) -> Action {
-    use DeliveryState::*;
-    match (state, event) {
-        (Absent, DeliveryEvent::OrderPlaced) => Action::Schedule,
-        (Absent, DeliveryEvent::OrderCancelled) => Action::Tombstone,
-        (Scheduled, DeliveryEvent::OrderCancelled) => Action::Cancel,
-        (Scheduled | Failed | Cancelled, DeliveryEvent::OrderPlaced)
-        | (Failed | Cancelled, DeliveryEvent::OrderCancelled) => Action::Ignore,
-    }
+/// How an order's delivery comes to exist: the outcome of `OrderPlaced`, or a tombstone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// Capacity was taken on `day` (`YYYY-MM-DD`); the delivery is due `at`.
+    Scheduled { day: String, at: DateTime<Utc> },
+    /// Scheduling failed.
+    Failed(FailureReason),
+    /// `OrderCancelled` came first: CANCELLED, so a late `OrderPlaced` schedules nothing.
+    Tombstone,
 }
 
-/// Why scheduling failed (`DeliveryFailed.reason`, `Delivery.failure_reason`).
-pub mod failure {
-    pub const UNSERVICEABLE_ADDRESS: &str = "UNSERVICEABLE_ADDRESS";
-    pub const REGION_CAPACITY_EXHAUSTED: &str = "REGION_CAPACITY_EXHAUSTED";
-    pub const FAULT_INJECTED: &str = "FAULT_INJECTED";
+/// The delivery of one order (the aggregate; [`crate::store`] maps it to a row).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Delivery {
+    pub delivery_id: String,
+    pub order_id: String,
+    pub status: DeliveryStatus,
+    /// Empty for a tombstone.
+    pub ship_to: ShippingAddress,
+    /// Day the capacity was taken from (`YYYY-MM-DD`), when scheduled.
+    pub capacity_day: Option<String>,
+    pub scheduled_for: Option<DateTime<Utc>>,
+    pub failure_reason: Option<FailureReason>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Delivery {
+    /// The one constructor: a new delivery `delivery_id` for `order_id`, as `start` says.
+    pub fn new(
+        delivery_id: String,
+        order_id: String,
+        ship_to: ShippingAddress,
+        start: Start,
+        now: DateTime<Utc>,
+    ) -> Self {
+        let (status, capacity_day, scheduled_for, failure_reason) = match start {
+            Start::Scheduled { day, at } => (DeliveryStatus::Scheduled, Some(day), Some(at), None),
+            Start::Failed(reason) => (DeliveryStatus::Failed, None, None, Some(reason)),
+            Start::Tombstone => (DeliveryStatus::Cancelled, None, None, None),
+        };
+        Delivery {
+            delivery_id,
+            order_id,
+            status,
+            ship_to,
+            capacity_day,
+            scheduled_for,
+            failure_reason,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// The state machine: what `event` does to an order whose delivery is `current`
+    /// (`None`: it has none yet).
+    pub fn decide(current: Option<&Delivery>, event: DeliveryEvent) -> Action {
+        use DeliveryStatus::*;
+        match (current.map(|d| d.status), event) {
+            (None, DeliveryEvent::OrderPlaced) => Action::Schedule,
+            (None, DeliveryEvent::OrderCancelled) => Action::Tombstone,
+            (Some(Scheduled), DeliveryEvent::OrderCancelled) => Action::Cancel,
+            (Some(Scheduled | Failed | Cancelled), DeliveryEvent::OrderPlaced)
+            | (Some(Failed | Cancelled), DeliveryEvent::OrderCancelled) => Action::Ignore,
+        }
+    }
+
+    /// [`Action::Cancel`]: SCHEDULED → CANCELLED; false (and no change) unless it is
+    /// scheduled. The capacity it took stays recorded (`capacity_day`), to be given back.
+    pub fn cancel(&mut self, now: DateTime<Utc>) -> bool {
+        if self.status != DeliveryStatus::Scheduled {
+            return false;
+        }
+        self.status = DeliveryStatus::Cancelled;
+        self.updated_at = now;
+        true
+    }
 }
 
 /// The delivery rules in force (from configuration).
@@ -91,11 +167,11 @@ impl Rules {
     }
 
     /// The checks before capacity: `Err(reason)` when scheduling must fail.
-    pub fn precheck(&self, order_id: &str, country: &str, postal_code: &str) -> Result<(), &'static str> {
+    pub fn precheck(&self, order_id: &str, country: &str, postal_code: &str) -> Result<(), FailureReason> {
         if !self.serves(country) {
-            Err(failure::UNSERVICEABLE_ADDRESS)
+            Err(FailureReason::UnserviceableAddress)
         } else if self.fault_selects(order_id, postal_code) {
-            Err(failure::FAULT_INJECTED)
+            Err(FailureReason::FaultInjected)
         } else {
             Ok(())
         }
@@ -140,21 +216,62 @@ pub fn quote(country: &str, units: i64) -> Quote {
 
 #[cfg(test)]
 mod tests {
+    use sea_orm::Iterable;
+
     use super::*;
+
+    fn address() -> ShippingAddress {
+        ShippingAddress { line1: "1".into(), city: "c".into(), postal_code: "p".into(), country: "KR".into() }
+    }
+
+    /// A delivery that [`Delivery::new`] starts in `status`.
+    fn delivery(status: DeliveryStatus) -> Delivery {
+        let start = match status {
+            DeliveryStatus::Scheduled => Start::Scheduled { day: "2030-01-02".into(), at: Utc::now() },
+            DeliveryStatus::Failed => Start::Failed(FailureReason::RegionCapacityExhausted),
+            DeliveryStatus::Cancelled => Start::Tombstone,
+        };
+        Delivery::new("d".into(), "o".into(), address(), start, Utc::now())
+    }
 
     #[test]
     fn every_state_and_event() {
-        use DeliveryState::*;
+        use DeliveryStatus::*;
         let expected = |s, e| match (s, e) {
-            (Absent, DeliveryEvent::OrderPlaced) => Action::Schedule,
-            (Absent, DeliveryEvent::OrderCancelled) => Action::Tombstone,
-            (Scheduled, DeliveryEvent::OrderCancelled) => Action::Cancel,
+            (None, DeliveryEvent::OrderPlaced) => Action::Schedule,
+            (None, DeliveryEvent::OrderCancelled) => Action::Tombstone,
+            (Some(Scheduled), DeliveryEvent::OrderCancelled) => Action::Cancel,
             _ => Action::Ignore,
         };
-        for s in DeliveryState::ALL {
+        for s in std::iter::once(None).chain(DeliveryStatus::iter().map(Some)) {
+            let current = s.map(delivery);
+            assert_eq!(current.as_ref().map(|d| d.status), s);
             for e in [DeliveryEvent::OrderPlaced, DeliveryEvent::OrderCancelled] {
-                assert_eq!(decide(s, e), expected(s, e), "{s:?} {e:?}");
+                assert_eq!(Delivery::decide(current.as_ref(), e), expected(s, e), "{s:?} {e:?}");
             }
+        }
+    }
+
+    #[test]
+    fn the_constructor_sets_what_each_start_implies() {
+        let at = Utc::now();
+        let d = Delivery::new("d".into(), "o".into(), address(), Start::Scheduled { day: "2030-01-02".into(), at }, at);
+        assert_eq!(
+            (d.capacity_day.as_deref(), d.scheduled_for, d.failure_reason),
+            (Some("2030-01-02"), Some(at), None)
+        );
+        let d = delivery(DeliveryStatus::Failed);
+        assert_eq!((d.capacity_day, d.scheduled_for), (None, None));
+        assert_eq!(d.failure_reason, Some(FailureReason::RegionCapacityExhausted));
+    }
+
+    #[test]
+    fn only_a_scheduled_delivery_cancels() {
+        for status in DeliveryStatus::iter() {
+            let mut d = delivery(status);
+            assert_eq!(d.cancel(Utc::now()), status == DeliveryStatus::Scheduled, "{status:?}");
+            let after = if status == DeliveryStatus::Scheduled { DeliveryStatus::Cancelled } else { status };
+            assert_eq!(d.status, after);
         }
     }
 
@@ -164,24 +281,25 @@ mod tests {
     fn any_order_and_duplicates() {
         let evs = [DeliveryEvent::OrderPlaced, DeliveryEvent::OrderCancelled];
         for seq in 0..(1u32 << 4) {
-            let mut state = DeliveryState::Absent;
+            let mut current: Option<Delivery> = None;
             let mut schedules = 0;
             let mut cancelled_seen = false;
             for i in 0..4 {
                 let e = evs[((seq >> i) & 1) as usize];
                 cancelled_seen |= e == DeliveryEvent::OrderCancelled;
-                state = match decide(state, e) {
+                match Delivery::decide(current.as_ref(), e) {
                     Action::Schedule => {
                         schedules += 1;
-                        DeliveryState::Scheduled
+                        current = Some(delivery(DeliveryStatus::Scheduled));
                     }
-                    Action::Cancel | Action::Tombstone => DeliveryState::Cancelled,
-                    Action::Ignore => state,
-                };
+                    Action::Cancel => assert!(current.as_mut().expect("a delivery").cancel(Utc::now())),
+                    Action::Tombstone => current = Some(delivery(DeliveryStatus::Cancelled)),
+                    Action::Ignore => {}
+                }
             }
             assert!(schedules <= 1);
             if cancelled_seen {
-                assert_eq!(state, DeliveryState::Cancelled, "seq {seq:b}");
+                assert_eq!(current.map(|d| d.status), Some(DeliveryStatus::Cancelled), "seq {seq:b}");
             }
         }
     }
@@ -195,10 +313,21 @@ mod tests {
             fail_ratio: 0.0,
         };
         assert_eq!(r.precheck("o1", "kr", "1"), Ok(()));
-        assert_eq!(r.precheck("o1", "FR", "1"), Err(failure::UNSERVICEABLE_ADDRESS));
-        assert_eq!(r.precheck("o1", "KR", "99999"), Err(failure::FAULT_INJECTED));
+        assert_eq!(r.precheck("o1", "FR", "1"), Err(FailureReason::UnserviceableAddress));
+        assert_eq!(r.precheck("o1", "KR", "99999"), Err(FailureReason::FaultInjected));
         let all = Rules { fail_ratio: 1.0, ..r.clone() };
-        assert_eq!(all.precheck("o1", "KR", "1"), Err(failure::FAULT_INJECTED));
+        assert_eq!(all.precheck("o1", "KR", "1"), Err(FailureReason::FaultInjected));
+    }
+
+    /// The strings other tools read and write with SQL (`cloudmart-audit`, the chaos
+    /// nemesis, the e2e tests) and the events carry.
+    #[test]
+    fn stored_values() {
+        let status: Vec<String> = DeliveryStatus::iter().map(|s| s.to_value()).collect();
+        assert_eq!(status, ["SCHEDULED", "FAILED", "CANCELLED"]);
+        let reasons: Vec<String> = FailureReason::iter().map(FailureReason::code).collect();
+        assert_eq!(reasons, ["UNSERVICEABLE_ADDRESS", "REGION_CAPACITY_EXHAUSTED", "FAULT_INJECTED"]);
+        assert!(DeliveryStatus::try_from_value(&"QUARANTINED".to_owned()).is_err());
     }
 
     #[test]

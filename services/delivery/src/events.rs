@@ -8,17 +8,50 @@ use cloudmart_platform::{
     events::{CloudEvent, decode, topics},
     outbox,
     proto::events::v1 as ev,
-    validate,
+    validate::{self, FieldError},
 };
-use sea_orm::DatabaseTransaction;
+use sea_orm::{DatabaseTransaction, DbErr};
 
 use crate::{
-    domain::{self, Action, DeliveryEvent, DeliveryState, Rules, failure},
-    store::{self, DeliveryRow},
+    domain::{self, Action, Delivery, DeliveryEvent, FailureReason, Rules, Start},
+    store::{self, LoadError},
 };
 
 pub const SOURCE: &str = "delivery";
 pub const TOPICS: [&str; 1] = [topics::ORDER_EVENTS];
+
+/// Why an order event could not be applied; `From<ApplyError> for HandleError` says
+/// which failures a retry can cure.
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The payload does not decode (permanent).
+    #[error(transparent)]
+    Decode(#[from] prost::DecodeError),
+    /// A field no database can store (permanent).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// The order's stored delivery cannot be read: a value this build does not know
+    /// (permanent: it will not decode on a retry either), or the database failed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The delivery moved between reading and updating it (transient: read it again).
+    #[error("delivery {delivery_id} changed concurrently")]
+    Conflict { delivery_id: String },
+    /// The database failed (transient).
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+impl From<ApplyError> for HandleError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Decode(e) => e.into(),
+            ApplyError::Invalid(e) => e.into(),
+            ApplyError::Load(ref l) if l.is_corrupt_row() => HandleError::Permanent(e.into()),
+            ApplyError::Load(_) | ApplyError::Conflict { .. } | ApplyError::Db(_) => HandleError::Transient(e.into()),
+        }
+    }
+}
 
 pub struct DeliveryEvents {
     pub(crate) rules: Rules,
@@ -34,6 +67,26 @@ impl EventHandler for DeliveryEvents {
     }
 
     async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
+        Ok(self.on_order_event(txn, event).await?)
+    }
+}
+
+/// The fields of `OrderPlaced` a delivery stores: an order id, and address lines that
+/// are bounded and free of control characters (a missing or incomplete address is a
+/// delivery that fails, not a malformed event).
+fn check_order_placed(e: &ev::OrderPlaced) -> Result<(), FieldError> {
+    validate::text("order_id", &e.order_id)?;
+    if let Some(a) = &e.shipping_address {
+        validate::event_text("shipping_address.line1", &a.line1)?;
+        validate::event_text("shipping_address.city", &a.city)?;
+        validate::event_text("shipping_address.postal_code", &a.postal_code)?;
+        validate::event_text("shipping_address.country", &a.country)?;
+    }
+    Ok(())
+}
+
+impl DeliveryEvents {
+    async fn on_order_event(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), ApplyError> {
         match event.meta.ce_type.as_str() {
             ev::OrderPlaced::TYPE => {
                 let e: ev::OrderPlaced = decode(&event.payload)?;
@@ -48,38 +101,10 @@ impl EventHandler for DeliveryEvents {
             _ => Ok(()),
         }
     }
-}
 
-/// The fields of `OrderPlaced` a delivery stores: an order id, and address lines that
-/// are bounded and free of control characters (a missing or incomplete address is a
-/// delivery that fails, not a malformed event).
-fn check_order_placed(e: &ev::OrderPlaced) -> Result<(), validate::FieldError> {
-    validate::text("order_id", &e.order_id)?;
-    if let Some(a) = &e.shipping_address {
-        validate::event_text("shipping_address.line1", &a.line1)?;
-        validate::event_text("shipping_address.city", &a.city)?;
-        validate::event_text("shipping_address.postal_code", &a.postal_code)?;
-        validate::event_text("shipping_address.country", &a.country)?;
-    }
-    Ok(())
-}
-
-fn state_of(row: &Option<DeliveryRow>) -> Result<DeliveryState, HandleError> {
-    match row {
-        None => Ok(DeliveryState::Absent),
-        Some(r) => DeliveryState::parse(&r.status).ok_or_else(|| {
-            HandleError::Permanent(anyhow::anyhow!("delivery {} has bad status {}", r.delivery_id, r.status))
-        }),
-    }
-}
-
-impl DeliveryEvents {
-    async fn on_order_placed(&self, txn: &DatabaseTransaction, e: ev::OrderPlaced) -> Result<(), HandleError> {
-        if e.order_id.is_empty() {
-            return Err(HandleError::Permanent(anyhow::anyhow!("OrderPlaced without order_id")));
-        }
+    async fn on_order_placed(&self, txn: &DatabaseTransaction, e: ev::OrderPlaced) -> Result<(), ApplyError> {
         let existing = store::find_by_order(txn, &e.order_id).await?;
-        if domain::decide(state_of(&existing)?, DeliveryEvent::OrderPlaced) != Action::Schedule {
+        if Delivery::decide(existing.as_ref(), DeliveryEvent::OrderPlaced) != Action::Schedule {
             return Ok(());
         }
         let addr = e.shipping_address.unwrap_or_default();
@@ -87,34 +112,18 @@ impl DeliveryEvents {
         let quote = domain::quote(&addr.country, 1);
         let when = now + Duration::days(i64::from(quote.estimated_days));
         let day = when.format("%Y-%m-%d").to_string();
-        let outcome = match self.rules.precheck(&e.order_id, &addr.country, &addr.postal_code) {
-            Err(reason) => Err(reason),
-            Ok(()) => {
-                if store::take_capacity(txn, &addr.postal_code, &day, self.rules.daily_capacity).await? {
-                    Ok(())
-                } else {
-                    Err(failure::REGION_CAPACITY_EXHAUSTED)
-                }
+        let start = match self.rules.precheck(&e.order_id, &addr.country, &addr.postal_code) {
+            Err(reason) => Start::Failed(reason),
+            Ok(()) if store::take_capacity(txn, &addr.postal_code, &day, self.rules.daily_capacity).await? => {
+                Start::Scheduled { day: day.clone(), at: when }
             }
+            Ok(()) => Start::Failed(FailureReason::RegionCapacityExhausted),
         };
-        let delivery_id = uuid::Uuid::new_v4().to_string();
-        let row = DeliveryRow {
-            delivery_id: delivery_id.clone(),
-            order_id: e.order_id.clone(),
-            status: if outcome.is_ok() { DeliveryState::Scheduled } else { DeliveryState::Failed }.as_str().to_owned(),
-            ship_line1: addr.line1,
-            ship_city: addr.city,
-            ship_postal_code: addr.postal_code,
-            ship_country: addr.country,
-            capacity_day: outcome.is_ok().then(|| day.clone()),
-            scheduled_for: outcome.is_ok().then_some(when),
-            failure_reason: outcome.err().map(str::to_owned),
-            created_at: now,
-            updated_at: now,
-        };
-        store::insert(txn, row).await?;
-        match outcome {
-            Ok(()) => {
+        let delivery = Delivery::new(uuid::Uuid::new_v4().to_string(), e.order_id.clone(), addr, start, now);
+        let (delivery_id, failure) = (delivery.delivery_id.clone(), delivery.failure_reason);
+        store::insert(txn, delivery).await?;
+        match failure {
+            None => {
                 outbox::enqueue(
                     txn,
                     SOURCE,
@@ -127,65 +136,53 @@ impl DeliveryEvents {
                 .await?;
                 tracing::info!(order_id = %e.order_id, %day, "delivery scheduled");
             }
-            Err(reason) => {
+            Some(reason) => {
                 outbox::enqueue(
                     txn,
                     SOURCE,
-                    &ev::DeliveryFailed { delivery_id, order_id: e.order_id.clone(), reason: reason.to_owned() },
+                    &ev::DeliveryFailed { delivery_id, order_id: e.order_id.clone(), reason: reason.code() },
                 )
                 .await?;
-                tracing::info!(order_id = %e.order_id, reason, "delivery failed");
+                tracing::info!(order_id = %e.order_id, reason = %reason.code(), "delivery failed");
             }
         }
         Ok(())
     }
 }
 
-async fn on_order_cancelled(txn: &DatabaseTransaction, order_id: &str) -> Result<(), HandleError> {
+async fn on_order_cancelled(txn: &DatabaseTransaction, order_id: &str) -> Result<(), ApplyError> {
     let existing = store::find_by_order(txn, order_id).await?;
-    match domain::decide(state_of(&existing)?, DeliveryEvent::OrderCancelled) {
-        Action::Cancel => {
-            let row = existing.expect("Cancel is decided only for an existing delivery");
-            if !store::cancel(txn, &row.delivery_id, DeliveryState::Scheduled.as_str()).await? {
-                return Err(HandleError::Transient(anyhow::anyhow!(
-                    "delivery {} changed concurrently",
-                    row.delivery_id
-                )));
+    match (Delivery::decide(existing.as_ref(), DeliveryEvent::OrderCancelled), existing) {
+        (Action::Cancel, Some(mut delivery)) => {
+            let from = delivery.status;
+            let cancelled = delivery.cancel(Utc::now());
+            debug_assert!(cancelled, "Cancel is decided only for a scheduled delivery");
+            if !store::update_status(txn, &delivery, from).await? {
+                return Err(ApplyError::Conflict { delivery_id: delivery.delivery_id });
             }
-            if let Some(day) = &row.capacity_day {
-                store::release_capacity(txn, &row.ship_postal_code, day).await?;
+            if let Some(day) = &delivery.capacity_day {
+                store::release_capacity(txn, &delivery.ship_to.postal_code, day).await?;
             }
             outbox::enqueue(
                 txn,
                 SOURCE,
-                &ev::DeliveryCancelled { delivery_id: row.delivery_id, order_id: order_id.to_owned() },
+                &ev::DeliveryCancelled { delivery_id: delivery.delivery_id, order_id: order_id.to_owned() },
             )
             .await?;
             tracing::info!(%order_id, "delivery cancelled");
         }
-        Action::Tombstone => {
-            let now = Utc::now();
-            store::insert(
-                txn,
-                DeliveryRow {
-                    delivery_id: uuid::Uuid::new_v4().to_string(),
-                    order_id: order_id.to_owned(),
-                    status: DeliveryState::Cancelled.as_str().to_owned(),
-                    ship_line1: String::new(),
-                    ship_city: String::new(),
-                    ship_postal_code: String::new(),
-                    ship_country: String::new(),
-                    capacity_day: None,
-                    scheduled_for: None,
-                    failure_reason: None,
-                    created_at: now,
-                    updated_at: now,
-                },
-            )
-            .await?;
+        (Action::Tombstone, _) => {
+            let tombstone = Delivery::new(
+                uuid::Uuid::new_v4().to_string(),
+                order_id.to_owned(),
+                Default::default(),
+                Start::Tombstone,
+                Utc::now(),
+            );
+            store::insert(txn, tombstone).await?;
             tracing::info!(%order_id, "order cancelled before it was placed here; tombstone recorded");
         }
-        Action::Schedule | Action::Ignore => {}
+        (Action::Cancel, None) | (Action::Schedule | Action::Ignore, _) => {}
     }
     Ok(())
 }

@@ -1,19 +1,17 @@
-//! The `DeliveryService` API edge.
+//! The `DeliveryService` API edge: requests checked into typed errors, each operation's
+//! error converted to a `tonic::Status` in one place.
 
 use cloudmart_platform::{
     grpc::{internal, invalid_argument, not_found, reasons, refusal},
-    proto::{
-        delivery::v1::{self as pb, delivery_service_server::DeliveryService},
-        order::v1 as opb,
-    },
-    validate,
+    proto::delivery::v1::{self as pb, delivery_service_server::DeliveryService},
+    validate::{self, FieldError},
 };
 use sea_orm::DatabaseConnection;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{self, Rules},
-    store::{self, DeliveryRow},
+    domain::{self, Delivery, DeliveryStatus, Rules},
+    store::{self, LoadError},
 };
 
 #[derive(Clone)]
@@ -22,36 +20,86 @@ pub struct DeliveryApi {
     pub(crate) rules: Rules,
 }
 
-fn to_proto(row: &DeliveryRow) -> pb::Delivery {
-    let status = match row.status.as_str() {
-        "SCHEDULED" => pb::DeliveryStatus::Scheduled,
-        "FAILED" => pb::DeliveryStatus::Failed,
-        "CANCELLED" => pb::DeliveryStatus::Cancelled,
-        _ => pb::DeliveryStatus::Unspecified,
-    };
-    pb::Delivery {
-        delivery_id: row.delivery_id.clone(),
-        order_id: row.order_id.clone(),
-        status: status as i32,
-        shipping_address: Some(opb::ShippingAddress {
-            line1: row.ship_line1.clone(),
-            city: row.ship_city.clone(),
-            postal_code: row.ship_postal_code.clone(),
-            country: row.ship_country.clone(),
-        }),
-        scheduled_for: row.scheduled_for.map(store::ts),
-        failure_reason: row.failure_reason.clone().unwrap_or_default(),
+/// Why `QuoteDelivery` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QuoteError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("delivery does not serve country {country} (serves {served})")]
+    Unserviceable { country: String, served: String },
+}
+
+impl From<QuoteError> for Status {
+    fn from(e: QuoteError) -> Self {
+        match e {
+            QuoteError::Invalid(f) => invalid_argument(&f.field, f.description),
+            QuoteError::Unserviceable { .. } => refusal(reasons::UNSERVICEABLE_ADDRESS, e.to_string()),
+        }
     }
 }
 
-#[tonic::async_trait]
-impl DeliveryService for DeliveryApi {
-    async fn quote_delivery(
-        &self,
-        request: Request<pb::QuoteDeliveryRequest>,
-    ) -> Result<Response<pb::QuoteDeliveryResponse>, Status> {
-        let req = request.into_inner();
-        let addr = req.shipping_address.ok_or_else(|| invalid_argument("shipping_address", "is required"))?;
+/// Why `GetDelivery` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GetError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("delivery for order {0} not found")]
+    NotFound(String),
+    #[error("loading the delivery")]
+    Load(#[from] LoadError),
+}
+
+impl From<GetError> for Status {
+    fn from(e: GetError) -> Self {
+        match e {
+            GetError::Invalid(f) => invalid_argument(&f.field, f.description),
+            GetError::NotFound(order_id) => not_found("delivery for order", &order_id),
+            GetError::Load(e) => internal(format_args!("{:#}", anyhow::Error::new(e))),
+        }
+    }
+}
+
+/// The one mapping of the stored status to the API's (`UNSPECIFIED` is never stored).
+impl From<DeliveryStatus> for pb::DeliveryStatus {
+    fn from(s: DeliveryStatus) -> Self {
+        match s {
+            DeliveryStatus::Scheduled => pb::DeliveryStatus::Scheduled,
+            DeliveryStatus::Failed => pb::DeliveryStatus::Failed,
+            DeliveryStatus::Cancelled => pb::DeliveryStatus::Cancelled,
+        }
+    }
+}
+
+/// The API's status as a stored one; `UNSPECIFIED` is none.
+impl TryFrom<pb::DeliveryStatus> for DeliveryStatus {
+    type Error = FieldError;
+
+    fn try_from(s: pb::DeliveryStatus) -> Result<Self, FieldError> {
+        match s {
+            pb::DeliveryStatus::Scheduled => Ok(DeliveryStatus::Scheduled),
+            pb::DeliveryStatus::Failed => Ok(DeliveryStatus::Failed),
+            pb::DeliveryStatus::Cancelled => Ok(DeliveryStatus::Cancelled),
+            pb::DeliveryStatus::Unspecified => Err(FieldError::new("status", "must be specified")),
+        }
+    }
+}
+
+impl From<Delivery> for pb::Delivery {
+    fn from(d: Delivery) -> Self {
+        pb::Delivery {
+            status: pb::DeliveryStatus::from(d.status).into(),
+            delivery_id: d.delivery_id,
+            order_id: d.order_id,
+            shipping_address: Some(d.ship_to),
+            scheduled_for: d.scheduled_for.map(store::ts),
+            failure_reason: d.failure_reason.map(domain::FailureReason::code).unwrap_or_default(),
+        }
+    }
+}
+
+impl DeliveryApi {
+    fn quote(&self, req: pb::QuoteDeliveryRequest) -> Result<domain::Quote, QuoteError> {
+        let addr = req.shipping_address.ok_or_else(|| FieldError::new("shipping_address", "is required"))?;
         for (field, value) in [
             ("shipping_address.line1", &addr.line1),
             ("shipping_address.city", &addr.city),
@@ -61,36 +109,56 @@ impl DeliveryService for DeliveryApi {
         }
         let country = addr.country.trim().to_ascii_uppercase();
         if country.len() != 2 || !country.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(invalid_argument("shipping_address.country", "must be a two-letter ISO 3166-1 code"));
+            return Err(FieldError::new("shipping_address.country", "must be a two-letter ISO 3166-1 code").into());
         }
         if addr.postal_code.trim().is_empty() {
-            return Err(invalid_argument("shipping_address.postal_code", "is required"));
+            return Err(FieldError::new("shipping_address.postal_code", "is required").into());
         }
         let mut units: i64 = 0;
         for (i, item) in req.items.iter().enumerate() {
             if item.quantity <= 0 {
-                return Err(invalid_argument(&format!("items[{i}].quantity"), "must be positive"));
+                return Err(FieldError::new(format!("items[{i}].quantity"), "must be positive").into());
             }
             units = units.saturating_add(i64::from(item.quantity));
         }
         if !self.rules.serves(&country) {
-            return Err(refusal(
-                reasons::UNSERVICEABLE_ADDRESS,
-                format!("delivery does not serve country {country} (serves {})", self.rules.countries.join(",")),
-            ));
+            return Err(QuoteError::Unserviceable { country, served: self.rules.countries.join(",") });
         }
-        let q = domain::quote(&country, units.max(1));
+        Ok(domain::quote(&country, units.max(1)))
+    }
+
+    async fn get(&self, req: pb::GetDeliveryRequest) -> Result<Delivery, GetError> {
+        let order_id = validate::uuid("order_id", &req.order_id)?;
+        store::find_by_order(&self.db, &order_id).await?.ok_or(GetError::NotFound(order_id))
+    }
+}
+
+#[tonic::async_trait]
+impl DeliveryService for DeliveryApi {
+    async fn quote_delivery(
+        &self,
+        request: Request<pb::QuoteDeliveryRequest>,
+    ) -> Result<Response<pb::QuoteDeliveryResponse>, Status> {
+        let q = self.quote(request.into_inner())?;
         Ok(Response::new(pb::QuoteDeliveryResponse { fee_cents: q.fee_cents, estimated_days: q.estimated_days }))
     }
 
     async fn get_delivery(&self, request: Request<pb::GetDeliveryRequest>) -> Result<Response<pb::Delivery>, Status> {
-        let id = request.into_inner().order_id;
-        let id =
-            uuid::Uuid::parse_str(id.trim()).map_err(|_| invalid_argument("order_id", "must be a UUID"))?.to_string();
-        let row = store::find_by_order(&self.db, &id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| not_found("delivery for order", &id))?;
-        Ok(Response::new(to_proto(&row)))
+        Ok(Response::new(self.get(request.into_inner()).await?.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::Iterable;
+
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_the_api_and_back() {
+        for s in DeliveryStatus::iter() {
+            assert_eq!(DeliveryStatus::try_from(pb::DeliveryStatus::from(s)), Ok(s));
+        }
+        assert!(DeliveryStatus::try_from(pb::DeliveryStatus::Unspecified).is_err());
     }
 }

@@ -2,10 +2,10 @@
 //! or fails it, which makes the order service cancel the order (compensation).
 //!
 //! # Layout
-//! - [`domain`] — quotes, fault selection and the delivery state machine (pure).
-//! - [`store`] — deliveries and per-region daily capacity (sea-orm).
-//! - [`grpc`] — `DeliveryService`.
-//! - [`events`] — `OrderPlaced` / `OrderCancelled` handling.
+//! - [`domain`] — the `Delivery` aggregate and its state machine, quotes, fault selection (pure).
+//! - [`store`] — deliveries (the aggregate to and from its row) and per-region daily capacity (sea-orm).
+//! - [`grpc`] — `DeliveryService`, its typed errors and their `Status`.
+//! - [`events`] — `OrderPlaced` / `OrderCancelled` handling, its typed error.
 
 pub mod domain;
 pub mod events;
@@ -95,12 +95,14 @@ impl Config {
     }
 }
 
-/// A built, bound delivery service (the platform's [`App`] with delivery's parts).
-pub struct Application(App);
+/// Builds the delivery service: [`Application::build`] connects, migrates and binds (port 0
+/// allowed) and returns the platform's [`App`] — `grpc_addr()`, `db()`, then
+/// `run_until_stopped()` serves it.
+pub struct Application;
 
 impl Application {
     /// Connects, migrates, binds; does not serve yet.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
         let rules = config.rules();
         let parts = Parts::open::<store::Migrator>(Settings {
             name: "delivery",
@@ -114,26 +116,10 @@ impl Application {
         })
         .await?;
         let api = grpc::DeliveryApi { db: parts.db.clone(), rules: rules.clone() };
-        Ok(Self(parts.assemble(
+        Ok(parts.assemble(
             DeliveryServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),
             &events::TOPICS,
             events::DeliveryEvents { rules },
-        )))
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = App;
-
-    /// `grpc_addr()`, `db()`: see [`App`].
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl Application {
-    /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.0.run_until_stopped(shutdown).await
+        ))
     }
 }

@@ -210,3 +210,36 @@ fn regression_quote_with_nul_in_address_is_invalid_argument() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("shipping_address.postal_code"), "{err:?}");
 }
+
+/// A stored value this build does not know (the e2e DLQ test writes `QUARANTINED` with
+/// SQL): the event fails permanently naming it, writing nothing; `GetDelivery` answers
+/// `INTERNAL`. Once the row is fixed the event applies.
+#[test]
+fn regression_a_row_with_an_unknown_value_fails_the_event_permanently() {
+    use sea_orm::ConnectionTrait;
+
+    let fx = fixture("delivery_reg_corrupt_row");
+    let sql = |sql: String| fx.rt.block_on(fx.db.execute_unprepared(&sql)).expect("update");
+    let (quarantined, odd_reason) = (&fx.orders[0], &fx.orders[1]);
+    sql(format!("UPDATE deliveries SET status = 'QUARANTINED' WHERE order_id = '{quarantined}'"));
+    sql(format!("UPDATE deliveries SET status = 'FAILED', failure_reason = 'LOST' WHERE order_id = '{odd_reason}'"));
+
+    let cancel = |id: &str, order_id: &String| {
+        let e = ev::OrderCancelled { order_id: order_id.clone(), ..Default::default() };
+        record(id, ev::OrderCancelled::TYPE, e.encode_to_vec())
+    };
+    let err = permanent(&fx, &cancel("c-1", quarantined));
+    assert!(err.contains("bad status QUARANTINED"), "{err}");
+    let err = permanent(&fx, &cancel("c-2", odd_reason));
+    assert!(err.contains("bad failure_reason LOST"), "{err}");
+    let get = pb::GetDeliveryRequest { order_id: quarantined.clone() };
+    let status = fx.rt.block_on(fx.api.get_delivery(Request::new(get))).unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+
+    sql(format!("UPDATE deliveries SET status = 'SCHEDULED' WHERE order_id = '{quarantined}'"));
+    let event = fuzz::inbound(topics::ORDER_EVENTS, &cancel("c-3", quarantined)).expect("headers");
+    fx.rt.block_on(apply(&fx.db, &fx.handler, &event)).expect("applies once fixed");
+    let get = pb::GetDeliveryRequest { order_id: quarantined.clone() };
+    let delivery = fx.rt.block_on(fx.api.get_delivery(Request::new(get))).expect("readable").into_inner();
+    assert_eq!(delivery.status(), pb::DeliveryStatus::Cancelled);
+}

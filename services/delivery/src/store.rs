@@ -1,17 +1,24 @@
-//! Persistence of deliveries and the per-region daily capacity.
+//! Persistence of deliveries and the per-region daily capacity: the
+//! [`Delivery`] aggregate to and from its row.
 
 use async_trait::async_trait;
-use chrono::Utc;
-use cloudmart_platform::{consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable};
+use cloudmart_platform::{
+    consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable, proto::order::v1::ShippingAddress,
+};
 use sea_orm::{
+    ActiveEnum,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, Schema,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Schema,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 
+use crate::domain::{Delivery, DeliveryStatus, FailureReason};
+
 pub mod deliveries {
     use sea_orm::entity::prelude::*;
+
+    use crate::domain::{DeliveryStatus, FailureReason};
 
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "deliveries")]
@@ -21,7 +28,8 @@ pub mod deliveries {
         /// One delivery per order.
         #[sea_orm(unique)]
         pub order_id: String,
-        pub status: String,
+        /// Stored as text (`SCHEDULED`, …): other tools read and write it with SQL.
+        pub status: DeliveryStatus,
         pub ship_line1: String,
         pub ship_city: String,
         pub ship_postal_code: String,
@@ -29,7 +37,7 @@ pub mod deliveries {
         /// Day the capacity was taken from (`YYYY-MM-DD`), when scheduled.
         pub capacity_day: Option<String>,
         pub scheduled_for: Option<ChronoDateTimeUtc>,
-        pub failure_reason: Option<String>,
+        pub failure_reason: Option<FailureReason>,
         pub created_at: ChronoDateTimeUtc,
         pub updated_at: ChronoDateTimeUtc,
     }
@@ -60,7 +68,72 @@ pub mod capacity {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-pub use deliveries::Model as DeliveryRow;
+impl From<Delivery> for deliveries::ActiveModel {
+    fn from(d: Delivery) -> Self {
+        deliveries::ActiveModel {
+            delivery_id: Set(d.delivery_id),
+            order_id: Set(d.order_id),
+            status: Set(d.status),
+            ship_line1: Set(d.ship_to.line1),
+            ship_city: Set(d.ship_to.city),
+            ship_postal_code: Set(d.ship_to.postal_code),
+            ship_country: Set(d.ship_to.country),
+            capacity_day: Set(d.capacity_day),
+            scheduled_for: Set(d.scheduled_for),
+            failure_reason: Set(d.failure_reason),
+            created_at: Set(d.created_at),
+            updated_at: Set(d.updated_at),
+        }
+    }
+}
+
+impl From<deliveries::Model> for Delivery {
+    /// A stored delivery (not a new one: [`Delivery::new`] makes those).
+    fn from(row: deliveries::Model) -> Self {
+        Delivery {
+            delivery_id: row.delivery_id,
+            order_id: row.order_id,
+            status: row.status,
+            ship_to: ShippingAddress {
+                line1: row.ship_line1,
+                city: row.ship_city,
+                postal_code: row.ship_postal_code,
+                country: row.ship_country,
+            },
+            capacity_day: row.capacity_day,
+            scheduled_for: row.scheduled_for,
+            failure_reason: row.failure_reason,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
+    }
+}
+
+/// Why a stored delivery could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// A value this build does not know (written with SQL, or by a newer build): reading
+    /// the row again cannot help.
+    #[error("delivery {delivery_id} has bad {column} {value}")]
+    BadValue { delivery_id: String, column: &'static str, value: String },
+    /// The row does not decode for another reason.
+    #[error("delivery for order {order_id} does not decode")]
+    Undecodable {
+        order_id: String,
+        #[source]
+        source: DbErr,
+    },
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbErr),
+}
+
+impl LoadError {
+    /// True when the row itself is at fault, so reading it again cannot help.
+    pub fn is_corrupt_row(&self) -> bool {
+        !matches!(self, LoadError::Db(_))
+    }
+}
 
 struct CreateDeliveries;
 
@@ -88,35 +161,55 @@ impl MigratorTrait for Migrator {
     }
 }
 
-pub async fn find_by_order<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<Option<DeliveryRow>, DbErr> {
-    deliveries::Entity::find().filter(deliveries::Column::OrderId.eq(order_id)).one(db).await
+/// The delivery of `order_id`, if it has one.
+pub async fn find_by_order<C: ConnectionTrait>(db: &C, order_id: &str) -> Result<Option<Delivery>, LoadError> {
+    match deliveries::Entity::find().filter(deliveries::Column::OrderId.eq(order_id)).one(db).await {
+        Ok(row) => Ok(row.map(Delivery::from)),
+        Err(e @ DbErr::Type(_)) => Err(undecodable(db, order_id, e).await),
+        Err(e) => Err(e.into()),
+    }
 }
 
-pub async fn insert<C: ConnectionTrait>(db: &C, row: DeliveryRow) -> Result<(), DbErr> {
-    let am = deliveries::ActiveModel {
-        delivery_id: Set(row.delivery_id),
-        order_id: Set(row.order_id),
-        status: Set(row.status),
-        ship_line1: Set(row.ship_line1),
-        ship_city: Set(row.ship_city),
-        ship_postal_code: Set(row.ship_postal_code),
-        ship_country: Set(row.ship_country),
-        capacity_day: Set(row.capacity_day),
-        scheduled_for: Set(row.scheduled_for),
-        failure_reason: Set(row.failure_reason),
-        created_at: Set(row.created_at),
-        updated_at: Set(row.updated_at),
-    };
-    deliveries::Entity::insert(am).exec_without_returning(db).await?;
+/// Why the row of `order_id` does not decode (`source`): its columns read again as plain
+/// text, to name the value this build does not know.
+async fn undecodable<C: ConnectionTrait>(db: &C, order_id: &str, source: DbErr) -> LoadError {
+    let raw = deliveries::Entity::find()
+        .select_only()
+        .columns([deliveries::Column::DeliveryId, deliveries::Column::Status, deliveries::Column::FailureReason])
+        .filter(deliveries::Column::OrderId.eq(order_id))
+        .into_tuple::<(String, String, Option<String>)>()
+        .one(db)
+        .await;
+    if let Ok(Some((delivery_id, status, reason))) = raw {
+        if DeliveryStatus::try_from_value(&status).is_err() {
+            return LoadError::BadValue { delivery_id, column: "status", value: status };
+        }
+        if let Some(reason) = reason
+            && FailureReason::try_from_value(&reason).is_err()
+        {
+            return LoadError::BadValue { delivery_id, column: "failure_reason", value: reason };
+        }
+    }
+    LoadError::Undecodable { order_id: order_id.to_owned(), source }
+}
+
+/// Stores a new delivery.
+pub async fn insert<C: ConnectionTrait>(db: &C, delivery: Delivery) -> Result<(), DbErr> {
+    deliveries::Entity::insert(deliveries::ActiveModel::from(delivery)).exec_without_returning(db).await?;
     Ok(())
 }
 
-/// Moves a delivery from `from` to CANCELLED; false when it was not in `from` any more.
-pub async fn cancel<C: ConnectionTrait>(db: &C, delivery_id: &str, from: &str) -> Result<bool, DbErr> {
+/// Stores a transition of `delivery` (its status) if the stored one is still `from`;
+/// false when it changed concurrently.
+pub async fn update_status<C: ConnectionTrait>(
+    db: &C,
+    delivery: &Delivery,
+    from: DeliveryStatus,
+) -> Result<bool, DbErr> {
     let res = deliveries::Entity::update_many()
-        .col_expr(deliveries::Column::Status, Expr::value("CANCELLED"))
-        .col_expr(deliveries::Column::UpdatedAt, Expr::value(Utc::now()))
-        .filter(deliveries::Column::DeliveryId.eq(delivery_id))
+        .col_expr(deliveries::Column::Status, Expr::value(delivery.status))
+        .col_expr(deliveries::Column::UpdatedAt, Expr::value(delivery.updated_at))
+        .filter(deliveries::Column::DeliveryId.eq(&delivery.delivery_id))
         .filter(deliveries::Column::Status.eq(from))
         .exec(db)
         .await?;
@@ -160,3 +253,28 @@ pub async fn release_capacity<C: ConnectionTrait>(db: &C, postal_code: &str, day
 }
 
 pub use cloudmart_platform::proto_time as ts;
+
+#[cfg(test)]
+mod tests {
+    use sea_orm::{
+        DbBackend,
+        sea_query::{PostgresQueryBuilder, SqliteQueryBuilder},
+    };
+
+    use super::*;
+
+    /// The typed columns are the text columns the migration always created: rows written
+    /// before, and the tools that read and write them with SQL, stay valid.
+    #[test]
+    fn the_deliveries_table_is_unchanged() {
+        let columns = |time: &str| {
+            format!(
+                r#"CREATE TABLE IF NOT EXISTS "deliveries" ( "delivery_id" varchar NOT NULL PRIMARY KEY, "order_id" varchar NOT NULL UNIQUE, "status" varchar NOT NULL, "ship_line1" varchar NOT NULL, "ship_city" varchar NOT NULL, "ship_postal_code" varchar NOT NULL, "ship_country" varchar NOT NULL, "capacity_day" varchar, "scheduled_for" {time}, "failure_reason" varchar, "created_at" {time} NOT NULL, "updated_at" {time} NOT NULL )"#
+            )
+        };
+        let table =
+            |backend| Schema::new(backend).create_table_from_entity(deliveries::Entity).if_not_exists().to_owned();
+        assert_eq!(table(DbBackend::Postgres).to_string(PostgresQueryBuilder), columns("timestamp with time zone"));
+        assert_eq!(table(DbBackend::Sqlite).to_string(SqliteQueryBuilder), columns("timestamp_with_timezone_text"));
+    }
+}

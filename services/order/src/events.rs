@@ -1,21 +1,26 @@
 //! What the order service does with the events it consumes:
 //! `delivery-events` move orders on (saga 1 and its compensation, saga 2);
 //! `timesale-events` turn a reserved time-sale purchase into an order (saga 3).
+//!
+//! Failures are [`HandleError`]s: a malformed event or a corrupt order row is permanent
+//! (the record goes to the DLQ), a database failure or a lost race transient (retried);
+//! `From<StoreError> for HandleError` makes that split for the store.
 
 use async_trait::async_trait;
 use chrono::Utc;
 use cloudmart_platform::{
     consumer::{EventHandler, HandleError, InboundEvent},
     events::{CloudEvent, decode, topics},
-    proto::{events::v1 as ev, order::v1 as pb},
+    proto::events::v1 as ev,
     validate,
 };
 use sea_orm::DatabaseTransaction;
 
 use crate::{
-    domain::{self, LineItem, OrderEvent, OrderStatus, Transition},
+    convert,
+    domain::{self, Address, Fee, Lines, Order, OrderEvent, Origin, QuoteSource, Transition},
     quote::{Quote, QuoteClient},
-    store::{self, OrderRow},
+    store::{self, StoreError},
 };
 
 /// Topics the order service consumes.
@@ -26,13 +31,53 @@ pub struct OrderEvents {
     pub(crate) quotes: QuoteClient,
 }
 
+/// A time-sale purchase checked as `PlaceOrder` checks a request (time-sale validated it
+/// too: failing the check means the event is malformed).
+#[derive(Debug)]
+pub struct Purchase {
+    /// As the event carries it: the order id derives from it, and it goes back to
+    /// time-sale in `OrderConfirmed`/`OrderCancelled`.
+    pub purchase_id: String,
+    pub customer_id: String,
+    pub lines: Lines,
+    pub address: Address,
+}
+
+impl TryFrom<&ev::TimeSalePurchased> for Purchase {
+    type Error = validate::FieldError;
+
+    fn try_from(e: &ev::TimeSalePurchased) -> Result<Self, validate::FieldError> {
+        validate::text("purchase_id", &e.purchase_id)?;
+        Ok(Purchase {
+            purchase_id: e.purchase_id.clone(),
+            customer_id: domain::customer_id(&e.customer_id)?,
+            lines: domain::line_items(&[(e.sku.clone(), e.quantity, e.unit_price_cents)])?,
+            address: validate::address(e.shipping_address.as_ref())?,
+        })
+    }
+}
+
 /// What [`OrderEvents::prepare`] asked outside the database, for `handle`.
 #[derive(Debug)]
 pub enum Prepared {
     /// Nothing to ask (delivery outcomes, events order does not handle).
     Nothing,
-    /// A time-sale purchase and the delivery quote for it, fetched before the transaction.
-    Purchase { event: Box<ev::TimeSalePurchased>, quote: Quote },
+    /// A checked time-sale purchase and the delivery quote for it, fetched before the
+    /// transaction.
+    Purchase { purchase: Box<Purchase>, quote: Quote },
+}
+
+/// A corrupt order row can never be applied (permanent); the database may recover
+/// (transient).
+impl From<StoreError> for HandleError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Db(e) => e.into(),
+            corrupt @ (StoreError::Items { .. } | StoreError::NoPurchaseId { .. }) => {
+                HandleError::Permanent(corrupt.into())
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -48,15 +93,9 @@ impl EventHandler for OrderEvents {
             return Ok(Prepared::Nothing);
         }
         let e: ev::TimeSalePurchased = decode(&event.payload)?;
-        check_purchase(&e)?;
-        let addr = e
-            .shipping_address
-            .clone()
-            .ok_or_else(|| HandleError::Permanent(anyhow::anyhow!("TimeSalePurchased without an address")))?;
-        let items =
-            vec![pb::OrderItem { sku: e.sku.clone(), quantity: e.quantity, unit_price_cents: e.unit_price_cents }];
-        let quote = self.quotes.quote(addr, items).await;
-        Ok(Prepared::Purchase { event: Box::new(e), quote })
+        let purchase = Purchase::try_from(&e)?;
+        let quote = self.quotes.quote(purchase.address.to_proto(), convert::items(&purchase.lines.items)).await;
+        Ok(Prepared::Purchase { purchase: Box::new(purchase), quote })
     }
 
     async fn handle(
@@ -77,7 +116,7 @@ impl EventHandler for OrderEvents {
                 on_delivery_outcome(txn, &e.order_id, OrderEvent::DeliveryFailed).await
             }
             ev::TimeSalePurchased::TYPE => match prepared {
-                Prepared::Purchase { event, quote } => on_time_sale_purchase(txn, *event, quote).await,
+                Prepared::Purchase { purchase, quote } => on_time_sale_purchase(txn, *purchase, quote).await,
                 Prepared::Nothing => {
                     Err(HandleError::Permanent(anyhow::anyhow!("TimeSalePurchased reached handle unprepared")))
                 }
@@ -90,100 +129,60 @@ impl EventHandler for OrderEvents {
     }
 }
 
-/// The fields of a time-sale purchase that become an order, checked as `PlaceOrder` checks
-/// a request (time-sale validated them too: failing here means the event is malformed).
-fn check_purchase(e: &ev::TimeSalePurchased) -> Result<(), validate::FieldError> {
-    validate::text("purchase_id", &e.purchase_id)?;
-    domain::customer_id(&e.customer_id)?;
-    domain::line_items(&[(e.sku.clone(), e.quantity, e.unit_price_cents)])?;
-    validate::address(e.shipping_address.as_ref())?;
-    Ok(())
-}
-
 async fn on_delivery_outcome(txn: &DatabaseTransaction, order_id: &str, event: OrderEvent) -> Result<(), HandleError> {
-    let Some(row) = store::find(txn, order_id).await? else {
+    let Some(order) = store::find(txn, order_id).await? else {
         tracing::warn!(%order_id, ?event, "delivery event for an unknown order; skipped");
         return Ok(());
     };
-    let status = OrderStatus::parse(&row.status)
-        .ok_or_else(|| HandleError::Permanent(anyhow::anyhow!("order {order_id} has bad status {}", row.status)))?;
-    match domain::decide(status, &event) {
-        Transition::To { status, cancel_reason, emit } => {
-            if store::apply_transition(txn, &row, status, cancel_reason, emit).await?.is_none() {
+    match order.decide(&event) {
+        Transition::To(change) => {
+            let Some(changed) = store::apply(txn, &order, change).await? else {
                 return Err(HandleError::Transient(anyhow::anyhow!("order {order_id} changed concurrently")));
-            }
-            tracing::info!(%order_id, to = %status, "order moved by delivery event");
+            };
+            tracing::info!(%order_id, to = %changed.status, "order moved by delivery event");
             // Counted when the transaction commits; a rolled-back attempt is retried and
             // may count twice (metrics are approximate, the database is the truth).
-            cloudmart_platform::metrics::counter(
-                "orders_total",
-                "Orders reaching a status through this process.",
-                &[("status", status.as_str())],
-            );
+            crate::count_reached(changed.status);
         }
         Transition::Ignore | Transition::Reject(_) => {
-            tracing::debug!(%order_id, from = %status, ?event, "event absorbed");
+            tracing::debug!(%order_id, from = %order.status, ?event, "event absorbed");
         }
     }
     Ok(())
 }
 
-/// Creates the order of a time-sale purchase (once) with the quote `prepare` fetched.
-async fn on_time_sale_purchase(
-    txn: &DatabaseTransaction,
-    e: ev::TimeSalePurchased,
-    quote: Quote,
-) -> Result<(), HandleError> {
-    let order_id = domain::order_id_for_purchase(&e.purchase_id);
+/// Creates the order of a time-sale purchase (once) with the quote `prepare` fetched; an
+/// address delivery refused to serve cancels it at once.
+async fn on_time_sale_purchase(txn: &DatabaseTransaction, purchase: Purchase, quote: Quote) -> Result<(), HandleError> {
+    let order_id = domain::order_id_for_purchase(&purchase.purchase_id);
     if store::find(txn, &order_id).await?.is_some() {
         return Ok(());
     }
-    let addr = e
-        .shipping_address
-        .clone()
-        .ok_or_else(|| HandleError::Permanent(anyhow::anyhow!("TimeSalePurchased without an address")))?;
-    let items = vec![LineItem { sku: e.sku.clone(), quantity: e.quantity, unit_price_cents: e.unit_price_cents }];
-    let total = e.unit_price_cents.saturating_mul(i64::from(e.quantity));
-    let (fee, quote_source, refused) = match quote {
-        Quote::Fee { cents, source } => (cents, source.as_str(), None),
-        Quote::Unserviceable(msg) => (0, "DELIVERY_SERVICE", Some(msg)),
+    let (fee, refused) = match quote {
+        Quote::Fee(fee) => (fee, None),
+        // Delivery answered: no fee, the address is not served.
+        Quote::Unserviceable(message) => (Fee { cents: 0, source: QuoteSource::DeliveryService }, Some(message)),
     };
-    let now = Utc::now();
-    let row = OrderRow {
-        order_id: order_id.clone(),
-        customer_id: e.customer_id.clone(),
-        status: OrderStatus::Pending.as_str().to_owned(),
-        cancel_reason: None,
-        source: "TIME_SALE".to_owned(),
-        time_sale_purchase_id: Some(e.purchase_id.clone()),
-        items: store::items_to_json(&items),
-        ship_line1: addr.line1,
-        ship_city: addr.city,
-        ship_postal_code: addr.postal_code,
-        ship_country: addr.country,
-        items_total_cents: total,
-        delivery_fee_cents: fee,
-        quote_source: quote_source.to_owned(),
-        idempotency_key: None,
-        version: 0,
-        created_at: now,
-        updated_at: now,
-    };
-    store::insert_placed(txn, row.clone()).await?;
-    if let Some(msg) = refused {
+    let purchase_id = purchase.purchase_id.clone();
+    let order = Order::new(
+        order_id.clone(),
+        purchase.customer_id,
+        Origin::TimeSale { purchase_id: purchase.purchase_id },
+        purchase.lines,
+        purchase.address,
+        fee,
+        Utc::now(),
+    );
+    store::insert_placed(txn, &order).await?;
+    if let Some(message) = refused
+        && let Transition::To(change) = order.decide(&OrderEvent::Unserviceable)
+    {
         // Delivery will fail to schedule it too; cancelling right away gives the
         // stock back sooner and says why.
-        tracing::info!(%order_id, %msg, "time-sale order to an unserviceable address; cancelling");
-        store::apply_transition(
-            txn,
-            &row,
-            OrderStatus::Cancelled,
-            Some("UNSERVICEABLE_ADDRESS".to_owned()),
-            domain::Emit::OrderCancelled,
-        )
-        .await?;
+        tracing::info!(%order_id, %message, "time-sale order to an unserviceable address; cancelling");
+        store::apply(txn, &order, change).await?;
     }
-    tracing::info!(%order_id, purchase_id = %e.purchase_id, "time-sale order created");
+    tracing::info!(%order_id, %purchase_id, "time-sale order created");
     Ok(())
 }
 
@@ -200,7 +199,7 @@ mod tests {
         breaker::BreakerConfig,
         consumer::{Applied, apply},
         events::EventMeta,
-        proto::delivery::v1 as dsvc,
+        proto::{delivery::v1 as dsvc, order::v1 as pb},
         testkit::TestDatabase,
     };
     use prost::Message;
@@ -327,7 +326,7 @@ mod tests {
             .await
             .expect("read")
             .expect("the order exists");
-        assert_eq!(order.delivery_fee_cents, 777, "with the quote fetched before the transaction");
-        assert_eq!(order.quote_source, "DELIVERY_SERVICE");
+        assert_eq!(order.delivery_fee.cents, 777, "with the quote fetched before the transaction");
+        assert_eq!(order.delivery_fee.source, QuoteSource::DeliveryService);
     }
 }

@@ -1,4 +1,6 @@
-//! The `OrderService` API edge: validation, idempotency, mapping to gRPC statuses.
+//! The `OrderService` API edge: validation, idempotency, and the typed errors of each
+//! operation ([`PlaceOrderError`], [`CancelOrderError`]), each mapped to a gRPC status in
+//! one `From` impl.
 
 use chrono::{DateTime, Datelike, Utc};
 use cloudmart_platform::{
@@ -11,9 +13,10 @@ use sea_orm::{DatabaseConnection, DbErr};
 use tonic::{Request, Response, Status};
 
 use crate::{
-    domain::{self, FieldError, OrderEvent, OrderStatus, Transition},
+    convert,
+    domain::{self, FieldError, Order, OrderEvent, Origin, Transition},
     quote::{Quote, QuoteClient},
-    store::{self, OrderRow},
+    store::{self, StoreError},
 };
 
 /// Implements `cloudmart.order.v1.OrderService`.
@@ -24,19 +27,84 @@ pub struct OrderApi {
     pub(crate) signal: OutboxSignal,
 }
 
-fn bad(e: FieldError) -> Status {
-    invalid_argument(&e.field, e.description)
+/// Why `PlaceOrder` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceOrderError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    /// Delivery refused the address.
+    #[error("unserviceable address: {0}")]
+    Unserviceable(String),
+    /// The insert lost an idempotency race, yet no order holds the key.
+    #[error("idempotency conflict without a row")]
+    IdempotencyConflict,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-fn db_err(e: DbErr) -> Status {
-    internal(e)
+impl From<DbErr> for PlaceOrderError {
+    fn from(e: DbErr) -> Self {
+        PlaceOrderError::Store(e.into())
+    }
+}
+
+impl From<PlaceOrderError> for Status {
+    fn from(e: PlaceOrderError) -> Self {
+        match e {
+            PlaceOrderError::Invalid(e) => e.into(),
+            PlaceOrderError::Unserviceable(message) => refusal(reasons::UNSERVICEABLE_ADDRESS, message),
+            e @ (PlaceOrderError::IdempotencyConflict | PlaceOrderError::Store(_)) => internal(e),
+        }
+    }
+}
+
+/// Why `CancelOrder` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CancelOrderError {
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
+    #[error("order {0} not found")]
+    NotFound(String),
+    /// The state machine refused (the order is already cancelled).
+    #[error("{0}")]
+    InvalidState(String),
+    /// Every attempt lost to a concurrent change.
+    #[error("order changed concurrently; retry")]
+    Contended,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<DbErr> for CancelOrderError {
+    fn from(e: DbErr) -> Self {
+        CancelOrderError::Store(e.into())
+    }
+}
+
+impl From<CancelOrderError> for Status {
+    fn from(e: CancelOrderError) -> Self {
+        match e {
+            CancelOrderError::Invalid(e) => e.into(),
+            CancelOrderError::NotFound(id) => not_found("order", &id),
+            CancelOrderError::InvalidState(message) => refusal(reasons::INVALID_STATE, message),
+            e @ CancelOrderError::Contended => Status::aborted(e.to_string()),
+            CancelOrderError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// A store failure in a read (`GetOrder`, `ListOrders`): the cause is logged.
+impl From<StoreError> for Status {
+    fn from(e: StoreError) -> Self {
+        internal(e)
+    }
 }
 
 const DEFAULT_PAGE_SIZE: i32 = 20;
 const MAX_PAGE_SIZE: i32 = 100;
 
-fn encode_token(row: &OrderRow) -> String {
-    format!("{}~{}", row.created_at.timestamp_micros(), row.order_id)
+fn encode_token(order: &Order) -> String {
+    format!("{}~{}", order.created_at.timestamp_micros(), order.order_id)
 }
 
 fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, String)>, Status> {
@@ -55,88 +123,99 @@ fn decode_token(token: &str) -> Result<Option<(DateTime<Utc>, String)>, Status> 
     Ok(Some((at, id.to_string())))
 }
 
+impl OrderApi {
+    /// `PlaceOrder`: the order placed now, or the one an earlier call with the same
+    /// idempotency key placed.
+    async fn place(&self, req: pb::PlaceOrderRequest) -> Result<Order, PlaceOrderError> {
+        let customer_id = domain::customer_id(&req.customer_id)?;
+        let raw: Vec<(String, i32, i64)> =
+            req.items.iter().map(|i| (i.sku.clone(), i.quantity, i.unit_price_cents)).collect();
+        let lines = domain::line_items(&raw)?;
+        let address = cloudmart_platform::validate::address(req.shipping_address.as_ref())?;
+        let key = domain::idempotency_key(&req.idempotency_key)?;
+
+        if let Some(k) = &key
+            && let Some(existing) = store::find_by_idempotency_key(&self.db, &customer_id, k).await?
+        {
+            return Ok(existing);
+        }
+
+        let fee = match self.quotes.quote(address.to_proto(), convert::items(&lines.items)).await {
+            Quote::Fee(fee) => fee,
+            Quote::Unserviceable(message) => return Err(PlaceOrderError::Unserviceable(message)),
+        };
+        let order = Order::new(
+            uuid::Uuid::new_v4().to_string(),
+            customer_id,
+            Origin::Request { idempotency_key: key.clone() },
+            lines,
+            address,
+            fee,
+            Utc::now(),
+        );
+        let (txn, span) = db::begin(&self.db, "place_order").await?;
+        match store::insert_placed(&txn, &order).await {
+            Ok(()) => {
+                span.commit(txn).await?;
+                self.signal.notify();
+                tracing::info!(order_id = %order.order_id, customer_id = %order.customer_id, "order placed");
+                crate::count_reached(order.status);
+                Ok(order)
+            }
+            Err(StoreError::Db(e)) if is_unique_violation(&e) && key.is_some() => {
+                // A concurrent retry with the same key won the race: answer with its order.
+                txn.rollback().await?;
+                let key = key.as_deref().unwrap_or_default();
+                store::find_by_idempotency_key(&self.db, &order.customer_id, key)
+                    .await?
+                    .ok_or(PlaceOrderError::IdempotencyConflict)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `CancelOrder`: the cancelled order (or the order as it is, when the state machine
+    /// absorbs the request).
+    async fn cancel(&self, req: pb::CancelOrderRequest) -> Result<Order, CancelOrderError> {
+        let id = domain::order_id(&req.order_id)?.to_string();
+        let reason = cloudmart_platform::validate::optional_text("reason", &req.reason)?;
+        let event = OrderEvent::CancelRequested { reason };
+        for _attempt in 0..5 {
+            let (txn, span) = db::begin(&self.db, "cancel_order").await?;
+            let order = store::find(&txn, &id).await?.ok_or_else(|| CancelOrderError::NotFound(id.clone()))?;
+            match order.decide(&event) {
+                Transition::To(change) => match store::apply(&txn, &order, change).await? {
+                    Some(updated) => {
+                        span.commit(txn).await?;
+                        self.signal.notify();
+                        tracing::info!(order_id = %id, "order cancelled by request");
+                        crate::count_reached(updated.status);
+                        return Ok(updated);
+                    }
+                    None => continue,
+                },
+                Transition::Reject(message) => return Err(CancelOrderError::InvalidState(message)),
+                Transition::Ignore => return Ok(order),
+            }
+        }
+        Err(CancelOrderError::Contended)
+    }
+}
+
 #[tonic::async_trait]
 impl OrderService for OrderApi {
     async fn place_order(
         &self,
         request: Request<pb::PlaceOrderRequest>,
     ) -> Result<Response<pb::PlaceOrderResponse>, Status> {
-        let req = request.into_inner();
-        let customer_id = domain::customer_id(&req.customer_id).map_err(bad)?;
-        let raw: Vec<(String, i32, i64)> =
-            req.items.iter().map(|i| (i.sku.clone(), i.quantity, i.unit_price_cents)).collect();
-        let (items, total) = domain::line_items(&raw).map_err(bad)?;
-        let address = cloudmart_platform::validate::address(req.shipping_address.as_ref()).map_err(bad)?;
-        let key = domain::idempotency_key(&req.idempotency_key).map_err(bad)?;
-
-        if let Some(k) = &key
-            && let Some(existing) = store::find_by_idempotency_key(&self.db, &customer_id, k).await.map_err(db_err)?
-        {
-            return Ok(Response::new(pb::PlaceOrderResponse { order: Some(store::to_proto(&existing)) }));
-        }
-
-        let proto_address = address.to_proto();
-        let proto_items = items
-            .iter()
-            .map(|i| pb::OrderItem { sku: i.sku.clone(), quantity: i.quantity, unit_price_cents: i.unit_price_cents })
-            .collect();
-        let (fee, quote_source) = match self.quotes.quote(proto_address, proto_items).await {
-            Quote::Fee { cents, source } => (cents, source),
-            Quote::Unserviceable(msg) => return Err(refusal(reasons::UNSERVICEABLE_ADDRESS, msg)),
-        };
-
-        let now = Utc::now();
-        let row = OrderRow {
-            order_id: uuid::Uuid::new_v4().to_string(),
-            customer_id: customer_id.clone(),
-            status: OrderStatus::Pending.as_str().to_owned(),
-            cancel_reason: None,
-            source: "REGULAR".to_owned(),
-            time_sale_purchase_id: None,
-            items: store::items_to_json(&items),
-            ship_line1: address.line1,
-            ship_city: address.city,
-            ship_postal_code: address.postal_code,
-            ship_country: address.country,
-            items_total_cents: total,
-            delivery_fee_cents: fee,
-            quote_source: quote_source.as_str().to_owned(),
-            idempotency_key: key.clone(),
-            version: 0,
-            created_at: now,
-            updated_at: now,
-        };
-        let (txn, span) = db::begin(&self.db, "place_order").await.map_err(db_err)?;
-        match store::insert_placed(&txn, row.clone()).await {
-            Ok(()) => {
-                span.commit(txn).await.map_err(db_err)?;
-                self.signal.notify();
-                tracing::info!(order_id = %row.order_id, customer_id = %row.customer_id, "order placed");
-                cloudmart_platform::metrics::counter(
-                    "orders_total",
-                    "Orders reaching a status through this process.",
-                    &[("status", "PENDING")],
-                );
-                Ok(Response::new(pb::PlaceOrderResponse { order: Some(store::to_proto(&row)) }))
-            }
-            Err(e) if is_unique_violation(&e) && key.is_some() => {
-                // A concurrent retry with the same key won the race: answer with its order.
-                txn.rollback().await.map_err(db_err)?;
-                let existing =
-                    store::find_by_idempotency_key(&self.db, &customer_id, key.as_deref().unwrap_or_default())
-                        .await
-                        .map_err(db_err)?
-                        .ok_or_else(|| internal("idempotency conflict without a row"))?;
-                Ok(Response::new(pb::PlaceOrderResponse { order: Some(store::to_proto(&existing)) }))
-            }
-            Err(e) => Err(db_err(e)),
-        }
+        let order = self.place(request.into_inner()).await?;
+        Ok(Response::new(pb::PlaceOrderResponse { order: Some(pb::Order::from(&order)) }))
     }
 
     async fn get_order(&self, request: Request<pb::GetOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let id = domain::order_id(&request.get_ref().order_id).map_err(bad)?.to_string();
-        let row = store::find(&self.db, &id).await.map_err(db_err)?.ok_or_else(|| not_found("order", &id))?;
-        Ok(Response::new(store::to_proto(&row)))
+        let id = domain::order_id(&request.get_ref().order_id)?.to_string();
+        let order = store::find(&self.db, &id).await?.ok_or_else(|| not_found("order", &id))?;
+        Ok(Response::new(pb::Order::from(&order)))
     }
 
     async fn list_orders(
@@ -144,57 +223,28 @@ impl OrderService for OrderApi {
         request: Request<pb::ListOrdersRequest>,
     ) -> Result<Response<pb::ListOrdersResponse>, Status> {
         let req = request.into_inner();
-        let customer_id = domain::customer_id(&req.customer_id).map_err(bad)?;
+        let customer_id = domain::customer_id(&req.customer_id)?;
         let size = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n if (1..=MAX_PAGE_SIZE).contains(&n) => n,
             _ => return Err(invalid_argument("page_size", format!("must be between 0 and {MAX_PAGE_SIZE}"))),
         };
         let after = decode_token(&req.page_token)?;
-        let mut rows = store::list(&self.db, &customer_id, after, size as u64 + 1).await.map_err(db_err)?;
-        let next_page_token = if rows.len() > size as usize {
-            rows.truncate(size as usize);
-            rows.last().map(encode_token).unwrap_or_default()
+        let mut orders = store::list(&self.db, &customer_id, after, size as u64 + 1).await?;
+        let next_page_token = if orders.len() > size as usize {
+            orders.truncate(size as usize);
+            orders.last().map(encode_token).unwrap_or_default()
         } else {
             String::new()
         };
         Ok(Response::new(pb::ListOrdersResponse {
-            orders: rows.iter().map(store::to_proto).collect(),
+            orders: orders.iter().map(pb::Order::from).collect(),
             next_page_token,
         }))
     }
 
     async fn cancel_order(&self, request: Request<pb::CancelOrderRequest>) -> Result<Response<pb::Order>, Status> {
-        let req = request.into_inner();
-        let id = domain::order_id(&req.order_id).map_err(bad)?.to_string();
-        let reason = cloudmart_platform::validate::optional_text("reason", &req.reason)?;
-        let event = OrderEvent::CancelRequested { reason };
-        for _attempt in 0..5 {
-            let (txn, span) = db::begin(&self.db, "cancel_order").await.map_err(db_err)?;
-            let row = store::find(&txn, &id).await.map_err(db_err)?.ok_or_else(|| not_found("order", &id))?;
-            let status =
-                OrderStatus::parse(&row.status).ok_or_else(|| internal(format!("bad status {}", row.status)))?;
-            match domain::decide(status, &event) {
-                Transition::To { status, cancel_reason, emit } => {
-                    match store::apply_transition(&txn, &row, status, cancel_reason, emit).await.map_err(db_err)? {
-                        Some(updated) => {
-                            span.commit(txn).await.map_err(db_err)?;
-                            self.signal.notify();
-                            tracing::info!(order_id = %id, "order cancelled by request");
-                            cloudmart_platform::metrics::counter(
-                                "orders_total",
-                                "Orders reaching a status through this process.",
-                                &[("status", "CANCELLED")],
-                            );
-                            return Ok(Response::new(store::to_proto(&updated)));
-                        }
-                        None => continue,
-                    }
-                }
-                Transition::Reject(msg) => return Err(refusal(reasons::INVALID_STATE, msg)),
-                Transition::Ignore => return Ok(Response::new(store::to_proto(&row))),
-            }
-        }
-        Err(Status::aborted("order changed concurrently; retry"))
+        let order = self.cancel(request.into_inner()).await?;
+        Ok(Response::new(pb::Order::from(&order)))
     }
 }

@@ -1,14 +1,17 @@
 //! The order service: the customer-facing entry point of cloudmart.
 //!
 //! # Layout
-//! - [`domain`] — the order state machine and request validation (pure).
-//! - [`store`] — sea-orm entities, migrations and the transition + outbox write.
+//! - [`domain`] — the `Order` aggregate, its state machine and request validation (pure).
+//! - [`convert`] — the one mapping between the domain and the wire (proto) types.
+//! - [`store`] — sea-orm entities, migrations, `Order` <-> row, and the change + outbox
+//!   write.
 //! - [`quote`] — the synchronous fee quote from delivery, behind a circuit breaker, with
 //!   its flat-fee fallback.
-//! - [`grpc`] — `OrderService` (the API edge).
+//! - [`grpc`] — `OrderService` (the API edge) and its typed errors.
 //! - [`events`] — the consumer side of the sagas.
 //! - [`Application`]: wires it all and runs it until shutdown.
 
+pub mod convert;
 pub mod domain;
 pub mod events;
 pub mod grpc;
@@ -107,12 +110,23 @@ impl Config {
     }
 }
 
-/// A built, bound order service (the platform's [`App`] with order's parts).
-pub struct Application(App);
+/// Counts an order reaching `status` through this process (`cloudmart_orders_total`).
+pub(crate) fn count_reached(status: domain::OrderStatus) {
+    cloudmart_platform::metrics::counter(
+        "orders_total",
+        "Orders reaching a status through this process.",
+        &[("status", &status.to_string())],
+    );
+}
+
+/// Builds the order service: [`Application::build`] connects, migrates and binds (port 0
+/// allowed) and returns the platform's [`App`] — `grpc_addr()`, `db()`, then
+/// `run_until_stopped()` serves it.
+pub struct Application;
 
 impl Application {
     /// Connects, migrates, binds; does not serve yet.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
         anyhow::ensure!(
             config.quote_breaker_min_calls <= config.quote_breaker_window,
             "QUOTE_BREAKER_MIN_CALLS ({}) must not exceed QUOTE_BREAKER_WINDOW ({})",
@@ -137,26 +151,10 @@ impl Application {
         })
         .await?;
         let api = grpc::OrderApi { db: parts.db.clone(), quotes: quotes.clone(), signal: parts.signal.clone() };
-        Ok(Self(parts.assemble(
+        Ok(parts.assemble(
             OrderServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),
             &events::TOPICS,
             events::OrderEvents { quotes },
-        )))
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = App;
-
-    /// `grpc_addr()`, `db()`: see [`App`].
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl Application {
-    /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.0.run_until_stopped(shutdown).await
+        ))
     }
 }

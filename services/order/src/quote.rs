@@ -12,6 +12,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use cloudmart_platform::{
     breaker::{BreakerConfig, BreakerError, CircuitBreaker, CircuitBreakerLayer, State},
     grpc::{reason_of, reasons},
@@ -21,26 +22,12 @@ use cloudmart_platform::{
 use tonic::{Code, Status, transport::Channel};
 use tower::{Layer, Service, ServiceExt};
 
-/// Where a fee came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum QuoteSource {
-    DeliveryService,
-    Fallback,
-}
+use crate::domain::{Fee, QuoteSource};
 
-impl QuoteSource {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QuoteSource::DeliveryService => "DELIVERY_SERVICE",
-            QuoteSource::Fallback => "FALLBACK",
-        }
-    }
-}
-
-/// A fee, or delivery's refusal to serve the address.
+/// A fee (from delivery, or the flat fallback), or delivery's refusal to serve the address.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Quote {
-    Fee { cents: i64, source: QuoteSource },
+    Fee(Fee),
     Unserviceable(String),
 }
 
@@ -110,9 +97,9 @@ impl QuoteClient {
         fallback_fee_cents: i64,
         breaker: BreakerConfig,
     ) -> anyhow::Result<Self> {
-        breaker.validate().map_err(|e| anyhow::anyhow!("quote circuit breaker: {e}"))?;
+        breaker.validate().map_err(anyhow::Error::msg).context("quote circuit breaker")?;
         let channel = Channel::from_shared(endpoint.to_owned())
-            .map_err(|e| anyhow::anyhow!("DELIVERY_ENDPOINT {endpoint:?} is not a URI: {e}"))?
+            .with_context(|| format!("DELIVERY_ENDPOINT {endpoint:?} is not a URI"))?
             .connect_timeout(timeout)
             .connect_lazy();
         let call = QuoteCall { client: DeliveryServiceClient::new(traced_channel(channel)), timeout };
@@ -135,7 +122,7 @@ impl QuoteClient {
             Err(e) => Err(e),
         };
         match result {
-            Ok(resp) => Quote::Fee { cents: resp.fee_cents, source: QuoteSource::DeliveryService },
+            Ok(resp) => Quote::Fee(Fee { cents: resp.fee_cents, source: QuoteSource::DeliveryService }),
             Err(BreakerError::Inner(status))
                 if status.code() == Code::FailedPrecondition
                     && reason_of(&status).as_deref() == Some(reasons::UNSERVICEABLE_ADDRESS) =>
@@ -158,6 +145,6 @@ impl QuoteClient {
     }
 
     fn fallback(&self) -> Quote {
-        Quote::Fee { cents: self.fallback_fee_cents, source: QuoteSource::Fallback }
+        Quote::Fee(Fee { cents: self.fallback_fee_cents, source: QuoteSource::Fallback })
     }
 }

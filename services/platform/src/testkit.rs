@@ -108,15 +108,31 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
+    until(what, timeout, || {
+        let fut = check();
+        async move { fut.await.ok_or_else(|| "not yet".to_owned()) }
+    })
+    .await
+}
+
+/// The one poll-until loop of the tests: calls `check` every 100 ms until it returns
+/// `Ok`, and after `timeout` fails naming `what` and the last reason `check` gave (the
+/// state it saw), so a timeout says what was wrong, not only that time ran out.
+pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if let Some(v) = check().await {
-            return v;
-        }
+        let why = match check().await {
+            Ok(v) => return v,
+            Err(why) => why,
+        };
         if tokio::time::Instant::now() >= deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
+            panic!("timed out after {timeout:?} waiting for {what}: {why}");
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,10 +1,16 @@
-//! Time-sale rules as pure code: sale windows, the purchase state machine, and the
-//! decision for a batch of reservations against one sale's stock.
+//! Time-sale rules as pure code: the `Sale` and `Purchase` aggregates, sale windows,
+//! the purchase state machine, and the decision for a batch of reservations against one
+//! sale's stock.
+//!
+//! No I/O here: the store maps the aggregates to rows and the API edge to messages.
+//! [`PurchaseStatus`] declares the strings it is stored as (`DeriveActiveEnum`), the one
+//! place they are spelled: other tools read that column with SQL.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use cloudmart_platform::validate::FieldError;
+use cloudmart_platform::validate::{Address, FieldError};
+use sea_orm::{DeriveActiveEnum, EnumIter, sea_query::StringLen};
 
 /// The immutable part of a sale (cached by the service; stock is never cached).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -17,17 +23,82 @@ pub struct SaleTerms {
     pub ends_at: DateTime<Utc>,
 }
 
+/// Why a sale takes no purchase at some instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Inactive {
+    #[error("has not started yet")]
+    NotStarted,
+    #[error("has ended")]
+    Ended,
+}
+
 impl SaleTerms {
     /// A sale takes purchases in `[starts_at, ends_at)`.
     pub fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.starts_at <= now && now < self.ends_at
     }
+
+    /// [`is_active`](Self::is_active), saying which side of the window `now` is on.
+    pub fn check_active(&self, now: DateTime<Utc>) -> Result<(), Inactive> {
+        if self.is_active(now) {
+            Ok(())
+        } else if now < self.starts_at {
+            Err(Inactive::NotStarted)
+        } else {
+            Err(Inactive::Ended)
+        }
+    }
 }
 
 pub const MAX_STOCK: i32 = 10_000_000;
 
+/// What CreateSale asks for, its texts already validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewSale {
+    pub sku: String,
+    pub title: String,
+    pub price_cents: i64,
+    pub total_stock: i32,
+    pub per_customer_limit: i32,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+}
+
+/// A sale: its terms and its stock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sale {
+    pub terms: SaleTerms,
+    pub title: String,
+    pub total_stock: i32,
+    /// As last read: stock only ever moves in the database (see `store`).
+    pub remaining_stock: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Sale {
+    /// A new sale with all its stock left, after checking its numbers and window.
+    pub fn new(sale_id: String, new: NewSale, now: DateTime<Utc>) -> Result<Self, FieldError> {
+        let (starts_at, ends_at) =
+            sale_numbers(new.price_cents, new.total_stock, new.per_customer_limit, new.starts_at, new.ends_at)?;
+        Ok(Self {
+            terms: SaleTerms {
+                sale_id,
+                sku: new.sku,
+                price_cents: new.price_cents,
+                per_customer_limit: new.per_customer_limit,
+                starts_at,
+                ends_at,
+            },
+            title: new.title,
+            total_stock: new.total_stock,
+            remaining_stock: new.total_stock,
+            created_at: now,
+        })
+    }
+}
+
 /// Validates CreateSale's numbers and window.
-pub fn sale_numbers(
+fn sale_numbers(
     price_cents: i64,
     total_stock: i32,
     per_customer_limit: i32,
@@ -51,28 +122,16 @@ pub fn sale_numbers(
     Ok((starts, ends))
 }
 
-/// Where a purchase is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Where a purchase is; stored as the string of its `string_value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumIter, DeriveActiveEnum)]
+#[sea_orm(rs_type = "String", db_type = "String(StringLen::None)")]
 pub enum PurchaseStatus {
+    #[sea_orm(string_value = "RESERVED")]
     Reserved,
+    #[sea_orm(string_value = "ORDERED")]
     Ordered,
+    #[sea_orm(string_value = "CANCELLED")]
     Cancelled,
-}
-
-impl PurchaseStatus {
-    pub const ALL: [PurchaseStatus; 3] = [PurchaseStatus::Reserved, PurchaseStatus::Ordered, PurchaseStatus::Cancelled];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PurchaseStatus::Reserved => "RESERVED",
-            PurchaseStatus::Ordered => "ORDERED",
-            PurchaseStatus::Cancelled => "CANCELLED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
 }
 
 /// Order events that move a purchase.
@@ -96,20 +155,60 @@ pub enum PurchaseAction {
     Ignore,
 }
 
-/// ```text
-/// RESERVED ──OrderConfirmed──> ORDERED
-///    │                           │
-///    └──────OrderCancelled───────┴──> CANCELLED (stock restored once; absorbs all)
-/// ```
-pub fn decide(status: PurchaseStatus, event: PurchaseEvent) -> PurchaseAction {
-    use PurchaseStatus::*;
-    match (status, event) {
-        (Reserved, PurchaseEvent::OrderPlaced) => PurchaseAction::LinkOrder,
-        (Reserved, PurchaseEvent::OrderConfirmed) => PurchaseAction::MarkOrdered,
-        (Reserved | Ordered, PurchaseEvent::OrderCancelled) => PurchaseAction::CancelAndRestore,
-        (Ordered, PurchaseEvent::OrderPlaced | PurchaseEvent::OrderConfirmed) | (Cancelled, _) => {
-            PurchaseAction::Ignore
+impl PurchaseStatus {
+    /// ```text
+    /// RESERVED ──OrderConfirmed──> ORDERED
+    ///    │                           │
+    ///    └──────OrderCancelled───────┴──> CANCELLED (stock restored once; absorbs all)
+    /// ```
+    pub fn decide(self, event: PurchaseEvent) -> PurchaseAction {
+        use PurchaseStatus::*;
+        match (self, event) {
+            (Reserved, PurchaseEvent::OrderPlaced) => PurchaseAction::LinkOrder,
+            (Reserved, PurchaseEvent::OrderConfirmed) => PurchaseAction::MarkOrdered,
+            (Reserved | Ordered, PurchaseEvent::OrderCancelled) => PurchaseAction::CancelAndRestore,
+            (Ordered, PurchaseEvent::OrderPlaced | PurchaseEvent::OrderConfirmed) | (Cancelled, _) => {
+                PurchaseAction::Ignore
+            }
         }
+    }
+}
+
+/// A customer's purchase of units of a sale.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Purchase {
+    pub purchase_id: String,
+    pub sale_id: String,
+    pub customer_id: String,
+    pub quantity: i32,
+    pub status: PurchaseStatus,
+    pub order_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub address: Address,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Purchase {
+    /// A granted `ask` of sale `sale_id`: RESERVED, no order yet.
+    pub fn reserve(purchase_id: String, sale_id: &str, ask: &Ask, address: &Address, now: DateTime<Utc>) -> Self {
+        Self {
+            purchase_id,
+            sale_id: sale_id.to_owned(),
+            customer_id: ask.customer_id.clone(),
+            quantity: ask.quantity,
+            status: PurchaseStatus::Reserved,
+            order_id: None,
+            idempotency_key: ask.idempotency_key.clone(),
+            address: address.clone(),
+            created_at: now,
+            updated_at: now,
+        }
+    }
+
+    /// What `event` does to this purchase (see [`PurchaseStatus::decide`]).
+    pub fn decide(&self, event: PurchaseEvent) -> PurchaseAction {
+        self.status.decide(event)
     }
 }
 
@@ -194,8 +293,22 @@ mod tests {
             (Cancelled, OrderCancelled, Ignore),
         ];
         for (s, e, a) in table {
-            assert_eq!(decide(s, e), a, "{s:?} {e:?}");
+            assert_eq!(s.decide(e), a, "{s:?} {e:?}");
         }
+        use sea_orm::Iterable;
+        assert!(PurchaseStatus::iter().all(|s| table.iter().any(|(t, ..)| *t == s)), "every status in the table");
+    }
+
+    /// A new purchase is RESERVED with its ask and address; its transitions are its
+    /// status's.
+    #[test]
+    fn a_purchase_starts_reserved() {
+        let now = Utc::now();
+        let address = Address { line1: "1".into(), city: "c".into(), postal_code: "p".into(), country: "KR".into() };
+        let p = Purchase::reserve("p".into(), "s", &ask("a", 2, Some("k")), &address, now);
+        assert_eq!((p.status, p.quantity, p.idempotency_key.as_deref()), (PurchaseStatus::Reserved, 2, Some("k")));
+        assert_eq!((&p.order_id, &p.address, p.created_at, p.updated_at), (&None, &address, now, now));
+        assert_eq!(p.decide(PurchaseEvent::OrderConfirmed), PurchaseAction::MarkOrdered);
     }
 
     /// Any sequence of events, with duplicates and in any order, restores stock at
@@ -211,7 +324,7 @@ mod tests {
                 let e = evs[(c % 3) as usize];
                 c /= 3;
                 cancelled |= e == PurchaseEvent::OrderCancelled;
-                match decide(status, e) {
+                match status.decide(e) {
                     PurchaseAction::CancelAndRestore => {
                         restores += 1;
                         status = PurchaseStatus::Cancelled;
@@ -311,9 +424,31 @@ mod tests {
         assert!(t.is_active(now));
         assert!(!t.is_active(now - chrono::Duration::seconds(1)));
         assert!(!t.is_active(now + chrono::Duration::hours(1)));
+        assert_eq!(t.check_active(now), Ok(()));
+        assert_eq!(t.check_active(now - chrono::Duration::seconds(1)), Err(Inactive::NotStarted));
+        assert_eq!(t.check_active(now + chrono::Duration::hours(1)), Err(Inactive::Ended));
         assert_eq!(sale_numbers(1, 0, 1, Some(now), Some(now)).unwrap_err().field, "total_stock");
         assert_eq!(sale_numbers(1, 5, 1, Some(now), Some(now)).unwrap_err().field, "ends_at");
         assert_eq!(sale_numbers(-1, 5, 1, None, None).unwrap_err().field, "price_cents");
         assert_eq!(sale_numbers(1, 5, 0, None, None).unwrap_err().field, "per_customer_limit");
+    }
+
+    #[test]
+    fn a_new_sale_has_all_its_stock_and_a_checked_window() {
+        let now = Utc::now();
+        let new = NewSale {
+            sku: "x".into(),
+            title: "X".into(),
+            price_cents: 1,
+            total_stock: 5,
+            per_customer_limit: 1,
+            starts_at: Some(now),
+            ends_at: Some(now + chrono::Duration::hours(1)),
+        };
+        let sale = Sale::new("s".into(), new.clone(), now).unwrap();
+        assert_eq!((sale.total_stock, sale.remaining_stock, sale.created_at), (5, 5, now));
+        assert_eq!((sale.terms.sale_id.as_str(), sale.terms.starts_at), ("s", now));
+        let err = Sale::new("s".into(), NewSale { ends_at: Some(now), ..new }, now).unwrap_err();
+        assert_eq!(err.field, "ends_at");
     }
 }

@@ -37,8 +37,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use crate::{
-    domain::{self, Ask, Decision, PurchaseStatus, SaleTerms},
-    store::{self, PurchaseRow},
+    domain::{self, Ask, Decision, Purchase, SaleTerms},
+    store,
 };
 
 pub const SOURCE: &str = "timesale";
@@ -58,29 +58,39 @@ pub enum ReservationMode {
 /// A validated purchase request.
 #[derive(Clone, Debug)]
 pub struct Reserve {
-    pub customer_id: String,
-    pub quantity: i32,
-    pub idempotency_key: Option<String>,
+    /// Who asks for how many units, under which idempotency key.
+    pub ask: Ask,
     pub address: Address,
     /// The request's span: its trace continues through the event, even when another
     /// task writes the batch.
     pub span: tracing::Span,
 }
 
-/// Why a reservation was refused (or failed).
+/// Why a reservation was refused (or failed). The refusals say which sale, so their
+/// message is the one the client reads.
 #[derive(Debug, thiserror::Error)]
 pub enum ReserveError {
-    #[error("sold out")]
-    SoldOut,
-    #[error("per-customer limit exceeded")]
-    LimitExceeded,
+    #[error("sale {sale_id} is sold out")]
+    SoldOut { sale_id: String },
+    #[error("the per-customer limit of {limit} for sale {sale_id} is reached")]
+    LimitExceeded { sale_id: String, limit: i32 },
     #[error(transparent)]
     Db(#[from] DbErr),
     #[error("reservation task stopped")]
     Stopped,
 }
 
-type Reply = oneshot::Sender<Result<PurchaseRow, ReserveError>>;
+impl ReserveError {
+    fn sold_out(sale: &SaleTerms) -> Self {
+        Self::SoldOut { sale_id: sale.sale_id.clone() }
+    }
+
+    fn limit_exceeded(sale: &SaleTerms) -> Self {
+        Self::LimitExceeded { sale_id: sale.sale_id.clone(), limit: sale.per_customer_limit }
+    }
+}
+
+type Reply = oneshot::Sender<Result<Purchase, ReserveError>>;
 
 struct Job {
     req: Reserve,
@@ -106,12 +116,12 @@ impl StockLedger {
     }
 
     /// Reserves `req.quantity` units of `sale` for the customer.
-    pub async fn reserve(&self, sale: &SaleTerms, req: Reserve) -> Result<PurchaseRow, ReserveError> {
+    pub async fn reserve(&self, sale: &SaleTerms, req: Reserve) -> Result<Purchase, ReserveError> {
         match self.mode {
             ReservationMode::Naive => {
-                let row = reserve_one(&self.db, sale, req).await?;
+                let purchase = reserve_one(&self.db, sale, req).await?;
                 self.signal.notify();
-                Ok(row)
+                Ok(purchase)
             }
             ReservationMode::Batched => {
                 let (tx, rx) = oneshot::channel();
@@ -185,26 +195,11 @@ async fn run_batcher(db: DatabaseConnection, sale: SaleTerms, mut rx: mpsc::Rece
     }
 }
 
-fn new_purchase(sale: &SaleTerms, req: &Reserve) -> PurchaseRow {
-    let now = Utc::now();
-    PurchaseRow {
-        purchase_id: uuid::Uuid::new_v4().to_string(),
-        sale_id: sale.sale_id.clone(),
-        customer_id: req.customer_id.clone(),
-        quantity: req.quantity,
-        status: PurchaseStatus::Reserved.as_str().to_owned(),
-        order_id: None,
-        idempotency_key: req.idempotency_key.clone(),
-        ship_line1: req.address.line1.clone(),
-        ship_city: req.address.city.clone(),
-        ship_postal_code: req.address.postal_code.clone(),
-        ship_country: req.address.country.clone(),
-        created_at: now,
-        updated_at: now,
-    }
+fn new_purchase(sale: &SaleTerms, req: &Reserve) -> Purchase {
+    Purchase::reserve(uuid::Uuid::new_v4().to_string(), &sale.sale_id, &req.ask, &req.address, Utc::now())
 }
 
-fn purchased_event(sale: &SaleTerms, p: &PurchaseRow, address: &Address) -> ev::TimeSalePurchased {
+fn purchased_event(sale: &SaleTerms, p: &Purchase) -> ev::TimeSalePurchased {
     ev::TimeSalePurchased {
         purchase_id: p.purchase_id.clone(),
         sale_id: sale.sale_id.clone(),
@@ -212,43 +207,44 @@ fn purchased_event(sale: &SaleTerms, p: &PurchaseRow, address: &Address) -> ev::
         sku: sale.sku.clone(),
         quantity: p.quantity,
         unit_price_cents: sale.price_cents,
-        shipping_address: Some(address.to_proto()),
+        shipping_address: Some(p.address.to_proto()),
         purchased_at: Some(store::ts(p.created_at)),
     }
 }
 
 /// One request, one transaction (naive mode, and the fallback of a failed batch).
-pub async fn reserve_one(db: &DatabaseConnection, sale: &SaleTerms, req: Reserve) -> Result<PurchaseRow, ReserveError> {
-    if let Some(k) = &req.idempotency_key
-        && let Some(existing) = store::find_purchase_by_key(db, &req.customer_id, k).await?
+pub async fn reserve_one(db: &DatabaseConnection, sale: &SaleTerms, req: Reserve) -> Result<Purchase, ReserveError> {
+    let ask = &req.ask;
+    if let Some(k) = &ask.idempotency_key
+        && let Some(existing) = store::find_purchase_by_key(db, &ask.customer_id, k).await?
     {
         return Ok(existing);
     }
     let (txn, span) = db::begin(db, "reserve_one").await?;
-    if !store::take_stock(&txn, &sale.sale_id, req.quantity).await? {
+    if !store::take_stock(&txn, &sale.sale_id, ask.quantity).await? {
         txn.rollback().await?;
-        return Err(ReserveError::SoldOut);
+        return Err(ReserveError::sold_out(sale));
     }
-    if !store::allocate(&txn, &sale.sale_id, &req.customer_id, req.quantity, sale.per_customer_limit).await? {
+    if !store::allocate(&txn, &sale.sale_id, &ask.customer_id, ask.quantity, sale.per_customer_limit).await? {
         txn.rollback().await?;
-        return Err(ReserveError::LimitExceeded);
+        return Err(ReserveError::limit_exceeded(sale));
     }
-    let row = new_purchase(sale, &req);
-    let event = purchased_event(sale, &row, &req.address);
+    let purchase = new_purchase(sale, &req);
+    let event = purchased_event(sale, &purchase);
     let write = async {
-        store::insert_purchases(&txn, vec![row.clone()]).await?;
+        store::insert_purchases(&txn, std::slice::from_ref(&purchase)).await?;
         outbox::enqueue(&txn, SOURCE, &event).await?;
         Ok::<_, DbErr>(())
     };
     match write.await {
         Ok(()) => {
             span.commit(txn).await?;
-            Ok(row)
+            Ok(purchase)
         }
-        Err(e) if is_unique_violation(&e) && req.idempotency_key.is_some() => {
+        Err(e) if is_unique_violation(&e) && ask.idempotency_key.is_some() => {
             txn.rollback().await?;
-            let k = req.idempotency_key.as_deref().unwrap_or_default();
-            store::find_purchase_by_key(db, &req.customer_id, k).await?.ok_or(ReserveError::Db(e))
+            let k = ask.idempotency_key.as_deref().unwrap_or_default();
+            store::find_purchase_by_key(db, &ask.customer_id, k).await?.ok_or(ReserveError::Db(e))
         }
         Err(e) => Err(e.into()),
     }
@@ -259,7 +255,7 @@ pub async fn reserve_batch(
     db: &DatabaseConnection,
     sale: &SaleTerms,
     reqs: &[Reserve],
-) -> Result<Vec<Result<PurchaseRow, ReserveError>>, DbErr> {
+) -> Result<Vec<Result<Purchase, ReserveError>>, DbErr> {
     let (txn, span) = db::begin(db, "reserve_batch").await?;
     let mut lock = store::sales::Entity::find_by_id(sale.sale_id.clone());
     if txn.get_database_backend() == DbBackend::Postgres {
@@ -270,10 +266,10 @@ pub async fn reserve_batch(
     };
 
     let customers: Vec<String> =
-        reqs.iter().map(|r| r.customer_id.clone()).collect::<HashSet<_>>().into_iter().collect();
+        reqs.iter().map(|r| r.ask.customer_id.clone()).collect::<HashSet<_>>().into_iter().collect();
     let keys: Vec<String> =
-        reqs.iter().filter_map(|r| r.idempotency_key.clone()).collect::<HashSet<_>>().into_iter().collect();
-    let replays: HashMap<(String, String), PurchaseRow> = store::find_purchases_by_keys(&txn, customers.clone(), keys)
+        reqs.iter().filter_map(|r| r.ask.idempotency_key.clone()).collect::<HashSet<_>>().into_iter().collect();
+    let replays: HashMap<(String, String), Purchase> = store::find_purchases_by_keys(&txn, customers.clone(), keys)
         .await?
         .into_iter()
         .filter_map(|p| p.idempotency_key.clone().map(|k| ((p.customer_id.clone(), k), p)))
@@ -288,50 +284,47 @@ pub async fn reserve_batch(
     let mut asks = Vec::new();
     let mut ask_index = Vec::new();
     for (i, r) in reqs.iter().enumerate() {
+        let a = &r.ask;
         let replay =
-            r.idempotency_key.as_ref().is_some_and(|k| replays.contains_key(&(r.customer_id.clone(), k.clone())));
+            a.idempotency_key.as_ref().is_some_and(|k| replays.contains_key(&(a.customer_id.clone(), k.clone())));
         if !replay {
-            asks.push(Ask {
-                customer_id: r.customer_id.clone(),
-                quantity: r.quantity,
-                idempotency_key: r.idempotency_key.clone(),
-            });
+            asks.push(a.clone());
             ask_index.push(i);
         }
     }
     let (decisions, granted) = domain::decide_batch(row.remaining_stock, sale.per_customer_limit, &allocated, &asks);
 
-    let mut results: Vec<Option<Result<PurchaseRow, ReserveError>>> = (0..reqs.len()).map(|_| None).collect();
+    let mut results: Vec<Option<Result<Purchase, ReserveError>>> = (0..reqs.len()).map(|_| None).collect();
     let mut new_rows = Vec::new();
     let mut events = Vec::new();
     let mut added: HashMap<String, i32> = HashMap::new();
-    let mut granted_rows: HashMap<usize, PurchaseRow> = HashMap::new();
+    let mut granted_rows: HashMap<usize, Purchase> = HashMap::new();
     for (ai, d) in decisions.iter().enumerate() {
         let i = ask_index[ai];
         let r = &reqs[i];
         let res = match d {
             Decision::Granted => {
                 let p = new_purchase(sale, r);
-                events.push((purchased_event(sale, &p, &r.address), r.span.clone()));
-                *added.entry(r.customer_id.clone()).or_default() += r.quantity;
+                events.push((purchased_event(sale, &p), r.span.clone()));
+                *added.entry(r.ask.customer_id.clone()).or_default() += r.ask.quantity;
                 new_rows.push(p.clone());
                 granted_rows.insert(ai, p.clone());
                 Ok(p)
             }
-            Decision::SoldOut => Err(ReserveError::SoldOut),
-            Decision::LimitExceeded => Err(ReserveError::LimitExceeded),
+            Decision::SoldOut => Err(ReserveError::sold_out(sale)),
+            Decision::LimitExceeded => Err(ReserveError::limit_exceeded(sale)),
             Decision::SameAs(first) => match (&decisions[*first], granted_rows.get(first)) {
                 (Decision::Granted, Some(p)) => Ok(p.clone()),
-                (Decision::SoldOut, _) => Err(ReserveError::SoldOut),
-                _ => Err(ReserveError::LimitExceeded),
+                (Decision::SoldOut, _) => Err(ReserveError::sold_out(sale)),
+                _ => Err(ReserveError::limit_exceeded(sale)),
             },
         };
         results[i] = Some(res);
     }
     for (i, r) in reqs.iter().enumerate() {
         if results[i].is_none() {
-            let k = r.idempotency_key.clone().unwrap_or_default();
-            results[i] = Some(Ok(replays[&(r.customer_id.clone(), k)].clone()));
+            let k = r.ask.idempotency_key.clone().unwrap_or_default();
+            results[i] = Some(Ok(replays[&(r.ask.customer_id.clone(), k)].clone()));
         }
     }
 
@@ -343,7 +336,7 @@ pub async fn reserve_batch(
         type Units = Vec<(String, i32)>;
         let (existing, fresh): (Units, Units) = added.into_iter().partition(|(c, _)| allocated.contains_key(c));
         store::add_allocations(&txn, &sale.sale_id, &existing, &fresh).await?;
-        store::insert_purchases(&txn, new_rows).await?;
+        store::insert_purchases(&txn, &new_rows).await?;
         outbox::enqueue_many_traced(&txn, SOURCE, &events).await?;
     }
     span.commit(txn).await?;

@@ -3,8 +3,9 @@
 //! it back exactly once when their order is cancelled.
 //!
 //! # Layout
-//! - [`domain`] — sale windows, the purchase state machine, batch decisions (pure).
-//! - [`store`] — sales, purchases and allocations (sea-orm).
+//! - [`domain`] — the `Sale` and `Purchase` aggregates, sale windows, the purchase
+//!   state machine, batch decisions (pure).
+//! - [`store`] — sales, purchases and allocations (sea-orm), mapped to the aggregates.
 //! - [`ledger`] — the [`ledger::StockLedger`]: naive or batched reservation.
 //! - [`grpc`] — `TimeSaleService`.
 //! - [`events`] — order events moving purchases (saga 3).
@@ -72,12 +73,14 @@ impl Config {
     }
 }
 
-/// A built, bound time-sale service (the platform's [`App`] with time-sale's parts).
-pub struct Application(App);
+/// Builds the timesale service: [`Application::build`] connects, migrates and binds (port 0
+/// allowed) and returns the platform's [`App`] — `grpc_addr()`, `db()`, then
+/// `run_until_stopped()` serves it.
+pub struct Application;
 
 impl Application {
     /// Connects, migrates, binds; does not serve yet.
-    pub async fn build(config: Config) -> anyhow::Result<Self> {
+    pub async fn build(config: Config) -> anyhow::Result<App> {
         let parts = Parts::open::<store::Migrator>(Settings {
             name: "timesale",
             database_url: &config.database_url,
@@ -95,26 +98,10 @@ impl Application {
             ledger: ledger::StockLedger::new(parts.db.clone(), config.reservation, parts.signal.clone()),
             terms: Default::default(),
         };
-        Ok(Self(parts.assemble(
+        Ok(parts.assemble(
             TimeSaleServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),
             &events::TOPICS,
             events::TimeSaleEvents,
-        )))
-    }
-}
-
-impl std::ops::Deref for Application {
-    type Target = App;
-
-    /// `grpc_addr()`, `db()`: see [`App`].
-    fn deref(&self) -> &App {
-        &self.0
-    }
-}
-
-impl Application {
-    /// Serves until `shutdown` resolves, then drains.
-    pub async fn run_until_stopped(self, shutdown: impl std::future::Future<Output = ()> + Send) -> anyhow::Result<()> {
-        self.0.run_until_stopped(shutdown).await
+        ))
     }
 }

@@ -1,4 +1,5 @@
-//! Persistence of sales, purchases and per-customer allocations (sea-orm).
+//! Persistence of sales, purchases and per-customer allocations (sea-orm); maps the
+//! [`Sale`] and [`Purchase`] aggregates to and from their rows.
 //!
 //! Stock lives in `sales.remaining_stock` and only ever moves by conditional updates
 //! (`… WHERE remaining_stock >= q`), so no replica can oversell whatever it believes.
@@ -7,7 +8,7 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cloudmart_platform::{consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable};
+use cloudmart_platform::{consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable, validate::Address};
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Schema,
@@ -15,7 +16,7 @@ use sea_orm::{
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 
-use crate::domain::SaleTerms;
+use crate::domain::{Purchase, PurchaseStatus, Sale, SaleTerms};
 
 pub mod sales {
     use sea_orm::entity::prelude::*;
@@ -45,6 +46,8 @@ pub mod sales {
 pub mod purchases {
     use sea_orm::entity::prelude::*;
 
+    use crate::domain::PurchaseStatus;
+
     #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
     #[sea_orm(table_name = "purchases")]
     pub struct Model {
@@ -53,7 +56,7 @@ pub mod purchases {
         pub sale_id: String,
         pub customer_id: String,
         pub quantity: i32,
-        pub status: String,
+        pub status: PurchaseStatus,
         pub order_id: Option<String>,
         pub idempotency_key: Option<String>,
         pub ship_line1: String,
@@ -141,60 +144,74 @@ impl MigratorTrait for Migrator {
     }
 }
 
-pub fn terms(row: &SaleRow) -> SaleTerms {
-    SaleTerms {
-        sale_id: row.sale_id.clone(),
-        sku: row.sku.clone(),
-        price_cents: row.price_cents,
-        per_customer_limit: row.per_customer_limit,
-        starts_at: row.starts_at,
-        ends_at: row.ends_at,
+impl From<SaleRow> for Sale {
+    fn from(row: SaleRow) -> Self {
+        Sale {
+            terms: SaleTerms {
+                sale_id: row.sale_id,
+                sku: row.sku,
+                price_cents: row.price_cents,
+                per_customer_limit: row.per_customer_limit,
+                starts_at: row.starts_at,
+                ends_at: row.ends_at,
+            },
+            title: row.title,
+            total_stock: row.total_stock,
+            remaining_stock: row.remaining_stock,
+            created_at: row.created_at,
+        }
     }
 }
 
-pub async fn insert_sale<C: ConnectionTrait>(db: &C, row: SaleRow) -> Result<(), DbErr> {
-    let am = sales::ActiveModel {
-        sale_id: Set(row.sale_id),
-        sku: Set(row.sku),
-        title: Set(row.title),
-        price_cents: Set(row.price_cents),
-        total_stock: Set(row.total_stock),
-        remaining_stock: Set(row.remaining_stock),
-        per_customer_limit: Set(row.per_customer_limit),
-        starts_at: Set(row.starts_at),
-        ends_at: Set(row.ends_at),
-        created_at: Set(row.created_at),
-    };
-    sales::Entity::insert(am).exec_without_returning(db).await?;
+fn sale_am(sale: &Sale) -> sales::ActiveModel {
+    let t = &sale.terms;
+    sales::ActiveModel {
+        sale_id: Set(t.sale_id.clone()),
+        sku: Set(t.sku.clone()),
+        title: Set(sale.title.clone()),
+        price_cents: Set(t.price_cents),
+        total_stock: Set(sale.total_stock),
+        remaining_stock: Set(sale.remaining_stock),
+        per_customer_limit: Set(t.per_customer_limit),
+        starts_at: Set(t.starts_at),
+        ends_at: Set(t.ends_at),
+        created_at: Set(sale.created_at),
+    }
+}
+
+pub async fn insert_sale<C: ConnectionTrait>(db: &C, sale: &Sale) -> Result<(), DbErr> {
+    sales::Entity::insert(sale_am(sale)).exec_without_returning(db).await?;
     Ok(())
 }
 
-pub async fn find_sale<C: ConnectionTrait>(db: &C, sale_id: &str) -> Result<Option<SaleRow>, DbErr> {
-    sales::Entity::find_by_id(sale_id.to_owned()).one(db).await
+pub async fn find_sale<C: ConnectionTrait>(db: &C, sale_id: &str) -> Result<Option<Sale>, DbErr> {
+    Ok(sales::Entity::find_by_id(sale_id.to_owned()).one(db).await?.map(Sale::from))
 }
 
-pub async fn list_sales<C: ConnectionTrait>(db: &C, active_at: Option<DateTime<Utc>>) -> Result<Vec<SaleRow>, DbErr> {
+pub async fn list_sales<C: ConnectionTrait>(db: &C, active_at: Option<DateTime<Utc>>) -> Result<Vec<Sale>, DbErr> {
     let mut q = sales::Entity::find();
     if let Some(now) = active_at {
         q = q.filter(sales::Column::StartsAt.lte(now)).filter(sales::Column::EndsAt.gt(now));
     }
-    q.order_by_asc(sales::Column::StartsAt).order_by_asc(sales::Column::SaleId).all(db).await
+    let rows = q.order_by_asc(sales::Column::StartsAt).order_by_asc(sales::Column::SaleId).all(db).await?;
+    Ok(rows.into_iter().map(Sale::from).collect())
 }
 
-pub async fn find_purchase<C: ConnectionTrait>(db: &C, purchase_id: &str) -> Result<Option<PurchaseRow>, DbErr> {
-    purchases::Entity::find_by_id(purchase_id.to_owned()).one(db).await
+pub async fn find_purchase<C: ConnectionTrait>(db: &C, purchase_id: &str) -> Result<Option<Purchase>, DbErr> {
+    Ok(purchases::Entity::find_by_id(purchase_id.to_owned()).one(db).await?.map(Purchase::from))
 }
 
 pub async fn find_purchase_by_key<C: ConnectionTrait>(
     db: &C,
     customer_id: &str,
     key: &str,
-) -> Result<Option<PurchaseRow>, DbErr> {
-    purchases::Entity::find()
+) -> Result<Option<Purchase>, DbErr> {
+    let row = purchases::Entity::find()
         .filter(purchases::Column::CustomerId.eq(customer_id))
         .filter(purchases::Column::IdempotencyKey.eq(key))
         .one(db)
-        .await
+        .await?;
+    Ok(row.map(Purchase::from))
 }
 
 /// Purchases of `customers` carrying one of `keys` (batched idempotency look-up).
@@ -202,15 +219,16 @@ pub async fn find_purchases_by_keys<C: ConnectionTrait>(
     db: &C,
     customers: Vec<String>,
     keys: Vec<String>,
-) -> Result<Vec<PurchaseRow>, DbErr> {
+) -> Result<Vec<Purchase>, DbErr> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    purchases::Entity::find()
+    let rows = purchases::Entity::find()
         .filter(purchases::Column::CustomerId.is_in(customers))
         .filter(purchases::Column::IdempotencyKey.is_in(keys))
         .all(db)
-        .await
+        .await?;
+    Ok(rows.into_iter().map(Purchase::from).collect())
 }
 
 pub async fn allocations_of<C: ConnectionTrait>(
@@ -318,27 +336,49 @@ pub async fn release_allocation<C: ConnectionTrait>(
     Ok(())
 }
 
-fn purchase_am(row: PurchaseRow) -> purchases::ActiveModel {
-    purchases::ActiveModel {
-        purchase_id: Set(row.purchase_id),
-        sale_id: Set(row.sale_id),
-        customer_id: Set(row.customer_id),
-        quantity: Set(row.quantity),
-        status: Set(row.status),
-        order_id: Set(row.order_id),
-        idempotency_key: Set(row.idempotency_key),
-        ship_line1: Set(row.ship_line1),
-        ship_city: Set(row.ship_city),
-        ship_postal_code: Set(row.ship_postal_code),
-        ship_country: Set(row.ship_country),
-        created_at: Set(row.created_at),
-        updated_at: Set(row.updated_at),
+impl From<PurchaseRow> for Purchase {
+    fn from(row: PurchaseRow) -> Self {
+        Purchase {
+            purchase_id: row.purchase_id,
+            sale_id: row.sale_id,
+            customer_id: row.customer_id,
+            quantity: row.quantity,
+            status: row.status,
+            order_id: row.order_id,
+            idempotency_key: row.idempotency_key,
+            address: Address {
+                line1: row.ship_line1,
+                city: row.ship_city,
+                postal_code: row.ship_postal_code,
+                country: row.ship_country,
+            },
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        }
     }
 }
 
-pub async fn insert_purchases<C: ConnectionTrait>(db: &C, rows: Vec<PurchaseRow>) -> Result<(), DbErr> {
-    for chunk in rows.chunks(cloudmart_platform::db::INSERT_CHUNK) {
-        purchases::Entity::insert_many(chunk.iter().cloned().map(purchase_am)).exec_without_returning(db).await?;
+fn purchase_am(p: &Purchase) -> purchases::ActiveModel {
+    purchases::ActiveModel {
+        purchase_id: Set(p.purchase_id.clone()),
+        sale_id: Set(p.sale_id.clone()),
+        customer_id: Set(p.customer_id.clone()),
+        quantity: Set(p.quantity),
+        status: Set(p.status),
+        order_id: Set(p.order_id.clone()),
+        idempotency_key: Set(p.idempotency_key.clone()),
+        ship_line1: Set(p.address.line1.clone()),
+        ship_city: Set(p.address.city.clone()),
+        ship_postal_code: Set(p.address.postal_code.clone()),
+        ship_country: Set(p.address.country.clone()),
+        created_at: Set(p.created_at),
+        updated_at: Set(p.updated_at),
+    }
+}
+
+pub async fn insert_purchases<C: ConnectionTrait>(db: &C, new: &[Purchase]) -> Result<(), DbErr> {
+    for chunk in new.chunks(cloudmart_platform::db::INSERT_CHUNK) {
+        purchases::Entity::insert_many(chunk.iter().map(purchase_am)).exec_without_returning(db).await?;
     }
     Ok(())
 }
@@ -348,8 +388,8 @@ pub async fn insert_purchases<C: ConnectionTrait>(db: &C, rows: Vec<PurchaseRow>
 pub async fn move_purchase<C: ConnectionTrait>(
     db: &C,
     purchase_id: &str,
-    from: &str,
-    to: &str,
+    from: PurchaseStatus,
+    to: PurchaseStatus,
     order_id: Option<&str>,
 ) -> Result<bool, DbErr> {
     let mut q = purchases::Entity::update_many()
@@ -367,3 +407,73 @@ pub async fn move_purchase<C: ConnectionTrait>(
 }
 
 pub use cloudmart_platform::proto_time as ts;
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+    use cloudmart_platform::{db, testkit::TestDatabase};
+    use sea_orm::{ActiveEnum, Iterable, Statement};
+
+    use super::*;
+    use crate::domain::{Ask, NewSale};
+
+    /// Other tools read `purchases.status` with SQL (cloudmart-audit, the chaos
+    /// nemesis): the stored strings are part of the contract.
+    #[test]
+    fn purchase_statuses_are_stored_as_their_names() {
+        let stored: Vec<String> = PurchaseStatus::iter().map(|s| s.to_value()).collect();
+        assert_eq!(stored, ["RESERVED", "ORDERED", "CANCELLED"]);
+        for s in PurchaseStatus::iter() {
+            assert_eq!(PurchaseStatus::try_from_value(&s.to_value()).unwrap(), s);
+        }
+        assert!(PurchaseStatus::try_from_value(&"LOST".to_owned()).is_err());
+    }
+
+    /// A sale and a purchase come back from their rows as they went in; the status
+    /// column holds what SQL readers expect and moves only from the state it is in.
+    #[tokio::test]
+    async fn aggregates_round_trip_through_their_rows() {
+        let tdb = TestDatabase::create("timesale_store_rows").await.unwrap();
+        let conn = db::connect(&tdb.url).await.unwrap();
+        db::migrate::<Migrator>(&conn).await.unwrap();
+        // Whole seconds: PostgreSQL keeps microseconds.
+        let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let new = NewSale {
+            sku: "SKU-1".into(),
+            title: "Console".into(),
+            price_cents: 1_000,
+            total_stock: 5,
+            per_customer_limit: 2,
+            starts_at: Some(at),
+            ends_at: Some(at + chrono::Duration::hours(1)),
+        };
+        let sale = Sale::new(uuid::Uuid::new_v4().to_string(), new, at).unwrap();
+        insert_sale(&conn, &sale).await.unwrap();
+        assert_eq!(find_sale(&conn, &sale.terms.sale_id).await.unwrap().as_ref(), Some(&sale));
+
+        let ask = Ask { customer_id: "c-1".into(), quantity: 2, idempotency_key: Some("k-1".into()) };
+        let address = Address {
+            line1: "1 Main St".into(),
+            city: "Seoul".into(),
+            postal_code: "04524".into(),
+            country: "KR".into(),
+        };
+        let p = Purchase::reserve(uuid::Uuid::new_v4().to_string(), &sale.terms.sale_id, &ask, &address, at);
+        insert_purchases(&conn, std::slice::from_ref(&p)).await.unwrap();
+        assert_eq!(find_purchase(&conn, &p.purchase_id).await.unwrap().as_ref(), Some(&p));
+        assert_eq!(find_purchase_by_key(&conn, "c-1", "k-1").await.unwrap().as_ref(), Some(&p));
+
+        let status = || async {
+            let sql = "SELECT status FROM purchases";
+            let row = conn.query_one_raw(Statement::from_string(conn.get_database_backend(), sql)).await.unwrap();
+            row.unwrap().try_get::<String>("", "status").unwrap()
+        };
+        assert_eq!(status().await, "RESERVED");
+        let (reserved, ordered) = (PurchaseStatus::Reserved, PurchaseStatus::Ordered);
+        assert!(move_purchase(&conn, &p.purchase_id, reserved, ordered, Some("o-1")).await.unwrap());
+        assert!(!move_purchase(&conn, &p.purchase_id, reserved, ordered, None).await.unwrap(), "no longer RESERVED");
+        assert_eq!(status().await, "ORDERED");
+        let moved = find_purchase(&conn, &p.purchase_id).await.unwrap().unwrap();
+        assert_eq!((moved.status, moved.order_id.as_deref()), (ordered, Some("o-1")));
+    }
+}
