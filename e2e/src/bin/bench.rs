@@ -9,8 +9,8 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use chrono::Utc;
-use clap::{Parser, Subcommand};
-use cloudmart_platform::{config::KafkaArgs, kafka::EmbeddedBroker};
+use clap::{Parser, Subcommand, ValueEnum};
+use cloudmart_platform::{kafka::EmbeddedBroker, proto::contract::topics};
 use cloudmart_proto::{
     order::v1::ShippingAddress,
     timesale::v1::{self as pb, time_sale_service_client::TimeSaleServiceClient},
@@ -90,14 +90,20 @@ async fn hot_sale(admin: &str, mode: ReservationMode, n: usize, concurrency: usi
         .await
         .with_context(|| format!("cannot reach PostgreSQL at {admin} (start it, or pass --database-url)"))?;
     conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
-    let broker = EmbeddedBroker::start("", 3)?;
-    let mut kafka = KafkaArgs::new(broker.bootstrap_servers());
-    kafka.create_topics = false;
-    let mut config = Config::for_tests(&database_url(admin, &name), kafka);
-    config.reservation = mode;
-    config.server.concurrency_limit = 8192;
-    config.server.request_timeout_ms = 120_000;
-    let app = Application::build(config).await?;
+    let broker = EmbeddedBroker::start("", 3, &topics::ALL)?;
+    let mode_flag = mode.to_possible_value().context("a reservation mode without a flag value")?;
+    let config = Config::try_parse_from([
+        "cloudmart-timesale".to_owned(),
+        "--grpc-addr=127.0.0.1:0".to_owned(),
+        "--metrics-addr=127.0.0.1:0".to_owned(),
+        format!("--database-url={}", database_url(admin, &name)),
+        format!("--kafka-brokers={}", broker.bootstrap_servers()),
+        "--kafka-create-topics=false".to_owned(),
+        format!("--reservation={}", mode_flag.get_name()),
+        "--grpc-concurrency-limit=8192".to_owned(),
+        "--grpc-request-timeout-ms=120000".to_owned(),
+    ])?;
+    let app = cloudmart_platform::app::build::<Application>(config).await?;
     let addr = app.grpc_addr();
     let token = tokio_util::sync::CancellationToken::new();
     let task = tokio::spawn(app.run_until_stopped(token.clone().cancelled_owned()));

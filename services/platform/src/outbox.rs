@@ -22,8 +22,8 @@ use rdkafka::{
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Schema,
-    sea_query::{Expr, Index, LockBehavior, LockType},
+    QuerySelect,
+    sea_query::{Expr, LockBehavior, LockType},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 use tokio::sync::Notify;
@@ -34,6 +34,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     backoff::Backoff,
     config::KafkaArgs,
+    db,
     events::{CloudEvent, EventMeta},
 };
 
@@ -80,19 +81,9 @@ impl MigrationName for CreateOutboxTable {
 #[async_trait]
 impl MigrationTrait for CreateOutboxTable {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let schema = Schema::new(manager.get_database_backend());
-        manager.create_table(schema.create_table_from_entity(entity::Entity).if_not_exists().to_owned()).await?;
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("outbox_unpublished")
-                    .table(entity::Entity)
-                    .col(entity::Column::PublishedAt)
-                    .col(entity::Column::Id)
-                    .to_owned(),
-            )
-            .await
+        db::create_table(manager, entity::Entity).await?;
+        let unpublished = [entity::Column::PublishedAt, entity::Column::Id];
+        manager.create_index(db::index("outbox_unpublished", entity::Entity, unpublished)).await
     }
 }
 

@@ -29,8 +29,8 @@ use clap::ValueEnum;
 use cloudmart_platform::{
     db::{self, is_unique_violation},
     outbox::{self, OutboxSignal},
+    proto::contract::Address,
     proto::events::v1 as ev,
-    validate::Address,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QuerySelect};
 use tokio::sync::{mpsc, oneshot};
