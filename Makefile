@@ -77,11 +77,11 @@ bench-report: ## P1…P5 in one run (PostgreSQL, Apache Kafka, redis-server, pgb
 	  else echo "bench: no Apache Kafka (deploy/kafka.sh start failed): the in-process mock broker stands in"; fi; \
 	fi; \
 	name="$${BENCH_BROKER_NAME:-Apache Kafka $$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)}"; \
-	rc=0; BENCH_KAFKA_BROKERS="$$brokers" BENCH_BROKER_NAME="$$name" $(CARGO) run $(CARGO_FLAGS) --release -q -p cloudmart-e2e --bin cloudmart-bench -- \
-	  run --database-url "$(BENCH_DATABASE_URL)" $(BENCH_ARGS) || rc=$$?; \
+	bench="$${CARGO_TARGET_DIR:-target}/release/cloudmart-bench"; \
+	rc=0; BENCH_KAFKA_BROKERS="$$brokers" BENCH_BROKER_NAME="$$name" "$$bench" run --database-url "$(BENCH_DATABASE_URL)" $(BENCH_ARGS) || rc=$$?; \
 	if [ -n "$$started" ]; then kafka stop; fi; \
 	[ "$$rc" = 0 ] || exit "$$rc"; \
-	$(CARGO) run $(CARGO_FLAGS) --release -q -p cloudmart-e2e --bin cloudmart-bench -- readme --report target/bench/report.md
+	"$$bench" readme --report target/bench/report.md
 
 bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, same PostgreSQL
 	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- hot-sale --database-url "$(BENCH_DATABASE_URL)" $(ARGS)

@@ -87,7 +87,7 @@ impl Sizes {
                 redis_purchases: 100_000,
                 intake: Duration::from_secs(20),
                 saga: Duration::from_secs(20),
-                outbox_rows: 200_000,
+                outbox_rows: 100_000,
                 idle: Duration::from_secs(5),
             }
         }
