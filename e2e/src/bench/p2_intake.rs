@@ -281,8 +281,10 @@ pub(crate) async fn run(ctx: &Ctx, p2: bool, p3: bool) -> Vec<Figure> {
             None
         }
     };
+    // The maximum order rate is what the whole system sustains: the intake, or the sagas'
+    // consumers when they are slower.
     if p3 && let Some((rate, saga_rate)) = rate {
-        figures.extend(super::p3_saga::run(ctx, &stack, rate / 2.0, saga_rate).await);
+        figures.extend(super::p3_saga::run(ctx, &stack, rate.min(saga_rate.unwrap_or(rate)) / 2.0, rate).await);
     }
     stack.stop().await;
     figures
