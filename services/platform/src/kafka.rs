@@ -88,6 +88,10 @@ pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Resul
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "CreateTopics failed; relying on auto-creation"),
     }
+    // Dropping an AdminClient joins its polling thread, which wakes only every 100 ms
+    // (rdkafka's admin.rs), then destroys the librdkafka handle: up to ~100 ms of every
+    // start spent waiting, on an async worker thread. Nothing needs that wait.
+    tokio::task::spawn_blocking(move || drop(admin));
     Ok(())
 }
 
