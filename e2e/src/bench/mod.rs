@@ -148,16 +148,14 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// The one place that starts librdkafka's mock cluster (its `start` gains the topic list
-/// on main: `start(prefix, 3, &cloudmart_platform::proto::contract::topics::ALL)`).
+/// The one place that starts librdkafka's mock cluster, with the contract's topics.
 fn embedded_broker(prefix: &str) -> anyhow::Result<EmbeddedBroker> {
-    EmbeddedBroker::start(prefix, 3)
+    EmbeddedBroker::start(prefix, 3, contract_topics())
 }
 
-/// The contract's topics, with their dead-letter topics (`events::topics` moves to
-/// `proto::contract::topics` on main: this is the one place to change).
+/// The contract's topics, with their dead-letter topics.
 pub(crate) fn contract_topics() -> &'static [&'static str] {
-    &cloudmart_platform::events::topics::ALL
+    &cloudmart_platform::proto::contract::topics::ALL
 }
 
 /// A topic namespace for one figure: a fresh prefix on the real broker, or a mock cluster

@@ -147,7 +147,9 @@ async fn grpc(ctx: &Ctx, mode: &str, n: usize, concurrency: usize) -> anyhow::Re
         ];
         flags.extend(topics.flags("cloudmart-timesale"));
         let config = Config::try_parse_from(&flags).context("time-sale configuration")?;
-        let app = Running::start(Application::build(config).await.context("starting the time-sale service")?);
+        let app = Running::start(
+            cloudmart_platform::app::build::<Application>(config).await.context("starting the time-sale service")?,
+        );
         let measured = drive(&app, n, concurrency).await;
         app.stop().await.context("stopping the time-sale service")?;
         measured

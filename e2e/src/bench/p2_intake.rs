@@ -68,13 +68,18 @@ impl Stack {
         flags.extend(common(&delivery_db, "cloudmart-delivery"));
         let config = cloudmart_delivery::Config::try_parse_from(&flags).context("delivery configuration")?;
         let delivery = Running::start(
-            cloudmart_delivery::Application::build(config).await.context("starting the delivery service")?,
+            cloudmart_platform::app::build::<cloudmart_delivery::Application>(config)
+                .await
+                .context("starting the delivery service")?,
         );
         let mut flags = vec!["cloudmart-order".to_owned(), format!("--delivery-endpoint={}", delivery.endpoint())];
         flags.extend(common(&order_db, "cloudmart-order"));
         let config = cloudmart_order::Config::try_parse_from(&flags).context("order configuration")?;
-        let order =
-            Running::start(cloudmart_order::Application::build(config).await.context("starting the order service")?);
+        let order = Running::start(
+            cloudmart_platform::app::build::<cloudmart_order::Application>(config)
+                .await
+                .context("starting the order service")?,
+        );
         let client = OrderServiceClient::connect(order.endpoint()).await?;
         Ok(Self { order, delivery, order_db, delivery_db, topics, client })
     }

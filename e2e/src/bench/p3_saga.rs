@@ -143,7 +143,7 @@ async fn measure(stack: &Stack, rate: f64, length: Duration) -> anyhow::Result<(
         let mut client = stack.client.clone();
         tasks.spawn(async move {
             let placed = client.place_order(order_request(1_000_000, i)).await?.into_inner();
-            if i % follow_every != 0 {
+            if !i.is_multiple_of(follow_every) {
                 return anyhow::Ok(Followed::No);
             }
             let accepted = Instant::now();
