@@ -83,8 +83,8 @@ bench-report: ## P1…P5 in one run (PostgreSQL, Apache Kafka, redis-server, pgb
 	[ "$$rc" = 0 ] || exit "$$rc"; \
 	"$$bench" readme --report target/bench/report.md
 
-bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, same PostgreSQL
-	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- hot-sale --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
+bench-hot-sale: ## P1 alone: purchases/s on one hot sale, batched vs naive vs a Redis counter (in-process broker)
+	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- run --only p1 --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
 
 bench-scale: ## Rehearsal (Docker): time-sale at 1/2/4 replicas, then the HPA replay (target/bench/scale-out.json, hpa-replay.{json,png})
 	@if ! $${DOCKER:-docker} info >/dev/null 2>&1; then echo "bench-scale: SKIPPED (no Docker engine answers; it runs the chart as containers)"; else \

@@ -28,6 +28,7 @@ use std::{
 use anyhow::Context;
 use cloudmart_platform::grpc::reason_of;
 use cloudmart_proto::{
+    contract::reasons,
     order::v1::ShippingAddress,
     timesale::v1::{self as pb, time_sale_service_client::TimeSaleServiceClient},
 };
@@ -190,9 +191,9 @@ impl Tally {
         let counter = match &result {
             Ok(()) => &self.succeeded,
             Err(s) if s.code() == Code::FailedPrecondition => match reason_of(s).as_deref() {
-                Some("SOLD_OUT") => &self.sold_out,
-                Some("LIMIT_EXCEEDED") => &self.limit_exceeded,
-                Some("SALE_NOT_ACTIVE") => &self.not_active,
+                Some(reasons::SOLD_OUT) => &self.sold_out,
+                Some(reasons::LIMIT_EXCEEDED) => &self.limit_exceeded,
+                Some(reasons::SALE_NOT_ACTIVE) => &self.not_active,
                 _ => &self.errors,
             },
             Err(s) if s.code() == Code::ResourceExhausted => &self.shed,
