@@ -388,7 +388,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }
                 Err(HandleError::Transient(e)) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(event_id = %event.meta.id, error = %e, attempts, retry_in = ?delay, "event failed; retrying");
+                    tracing::warn!(event_id = %event.meta.id, error = format!("{e:#}"), attempts, retry_in = ?delay, "event failed; retrying");
                     tokio::select! {
                         _ = token.cancelled() => return None,
                         _ = tokio::time::sleep(delay) => {}

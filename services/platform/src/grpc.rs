@@ -54,7 +54,7 @@ pub fn not_found(what: &str, id: &str) -> Status {
 
 /// `INTERNAL` for unexpected failures; the cause is logged, not leaked to the client.
 pub fn internal(err: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %err, "internal error");
+    tracing::error!(error = format!("{err:#}"), "internal error");
     Status::internal("internal error; see server logs")
 }
 

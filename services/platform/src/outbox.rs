@@ -308,14 +308,14 @@ impl OutboxRelay {
                 measured = Some(std::time::Instant::now());
                 match backlog(&self.db).await {
                     Ok(n) => crate::metrics::outbox_backlog(n),
-                    Err(e) => tracing::debug!(error = %e, "outbox backlog not measured"),
+                    Err(e) => tracing::debug!(error = format!("{e:#}"), "outbox backlog not measured"),
                 }
             }
             match pass {
                 Ok(_) => backoff.reset(),
                 Err(e) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?delay, "outbox relay pass failed");
+                    tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "outbox relay pass failed");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => continue,
                         _ = token.cancelled() => break,
@@ -329,7 +329,7 @@ impl OutboxRelay {
             }
         }
         if let Err(e) = self.drain().await {
-            tracing::warn!(error = %e, "final outbox pass failed; rows stay for the next start");
+            tracing::warn!(error = format!("{e:#}"), "final outbox pass failed; rows stay for the next start");
         }
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(10)))).await??;
