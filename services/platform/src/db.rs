@@ -55,7 +55,12 @@ pub async fn connect_with_retry(url: &str, budget: Duration) -> anyhow::Result<D
                 if start.elapsed() + delay >= budget {
                     return Err(e.context(format!("gave up after {attempt} attempts in {:?}", start.elapsed())));
                 }
-                tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = format!("{e:#}"), "database not reachable yet");
+                tracing::warn!(
+                    attempt,
+                    retry_in_ms = delay.as_millis() as u64,
+                    error = format!("{e:#}"),
+                    "database not reachable yet"
+                );
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }

@@ -183,7 +183,11 @@ async fn run_batcher(db: DatabaseConnection, sale: SaleTerms, mut rx: mpsc::Rece
                 }
             }
             Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), size = jobs.len(), "batch failed; answering its requests one by one");
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    size = jobs.len(),
+                    "batch failed; answering its requests one by one"
+                );
                 for job in jobs {
                     let span = job.req.span.clone();
                     let res = reserve_one(&db, &sale, job.req).instrument(span).await;
