@@ -30,17 +30,20 @@ use std::{
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use rdkafka::{
-    Message,
+    Message, Offset, TopicPartitionList,
     consumer::{CommitMode, Consumer, StreamConsumer},
-    message::{BorrowedMessage, Header, Headers, OwnedHeaders},
+    message::{Header, Headers, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
 use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, sea_query::OnConflict};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
+use tokio::{sync::mpsc, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// Records waiting per partition lane (see [`IdempotentConsumer::run`]).
+const LANE_DEPTH: usize = 16;
 /// How often a partition's lag is measured (at most).
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// First retry delay of a transient failure or a failed DLQ publish.
@@ -264,20 +267,51 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     }
 
     /// Runs until `token` is cancelled, then commits the consumer's offsets.
+    ///
+    /// One receive loop hands each record to its partition's *lane*: a task that applies
+    /// that partition's records one after another, in offset order, committing each offset
+    /// after its transaction. Partitions are independent, so lanes run side by side — a
+    /// service with three partitions applies up to three events at once (and the database
+    /// commits them together) instead of waiting for one commit before the next record of
+    /// any partition. A lane holds at most [`LANE_DEPTH`] records; a full lane makes the
+    /// receive loop wait (back-pressure, not an unbounded buffer). A record whose
+    /// partition was revoked while it waited is dropped uncommitted: its new owner reads
+    /// it from the committed offset, so a partition is never applied by two members out of
+    /// order.
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
         let physical: Vec<String> = self.topics.iter().map(|t| self.kafka.topic(t)).collect();
         let names: Vec<&str> = physical.iter().map(String::as_str).collect();
         self.consumer.subscribe(&names)?;
         tracing::info!(topics = ?names, "consumer subscribed");
+        let this = Arc::new(self);
+        // Lanes stop with the consumer, also when it stops because one of them failed.
+        let lanes_token = token.child_token();
+        let mut lanes: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut workers = JoinSet::new();
+        let mut failure = None;
         loop {
+            if let Some(done) = workers.try_join_next()
+                && let Err(e) = lane_result(done)
+            {
+                failure = Some(e);
+                break;
+            }
             let msg = tokio::select! {
                 _ = token.cancelled() => break,
-                msg = self.consumer.recv() => msg,
+                msg = this.consumer.recv() => msg,
             };
             match msg {
                 Ok(m) => {
-                    if !self.handle_message(&m, &token).await? {
-                        break;
+                    let m = m.detach();
+                    let lane = lanes.entry((m.topic().to_owned(), m.partition())).or_insert_with(|| {
+                        let (tx, rx) = mpsc::channel(LANE_DEPTH);
+                        workers.spawn(this.clone().lane(rx, lanes_token.clone()));
+                        tx
+                    });
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        // A closed lane has failed; its error is collected at the top.
+                        _ = lane.send(m) => {}
                     }
                 }
                 Err(e) => {
@@ -289,16 +323,65 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }
             }
         }
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+        // Lanes finish the record in hand; records still queued stay uncommitted and are
+        // delivered again after a restart (to this member or the partition's next owner).
+        lanes_token.cancel();
+        drop(lanes);
+        while let Some(done) = workers.join_next().await {
+            if let Err(e) = lane_result(done) {
+                failure.get_or_insert(e);
+            }
+        }
+        if let Err(e) = this.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final offset commit had nothing to do or failed");
         }
-        self.consumer.unsubscribe();
+        this.consumer.unsubscribe();
         tracing::info!("consumer stopped");
-        Ok(())
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Applies one partition's records in order until its sender is dropped or `token`
+    /// is cancelled.
+    async fn lane(
+        self: Arc<Self>,
+        mut records: mpsc::Receiver<OwnedMessage>,
+        token: CancellationToken,
+    ) -> anyhow::Result<()> {
+        loop {
+            let m = tokio::select! {
+                biased;
+                _ = token.cancelled() => return Ok(()),
+                m = records.recv() => match m {
+                    Some(m) => m,
+                    None => return Ok(()),
+                },
+            };
+            if !self.still_assigned(&m) {
+                tracing::debug!(
+                    topic = m.topic(),
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "partition revoked; record left to its new owner"
+                );
+                continue;
+            }
+            if !self.handle_message(&m, &token).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether `m`'s partition is still assigned to this member (true when the assignment
+    /// cannot be read: the record is then applied, and idempotency covers a duplicate).
+    fn still_assigned(&self, m: &OwnedMessage) -> bool {
+        match self.consumer.assignment() {
+            Ok(assigned) => assigned.find_partition(m.topic(), m.partition()).is_some(),
+            Err(_) => true,
+        }
     }
 
     /// Processes one record; returns false when shutdown interrupted it (offset not committed).
-    async fn handle_message(&self, m: &BorrowedMessage<'_>, token: &CancellationToken) -> anyhow::Result<bool> {
+    async fn handle_message(&self, m: &OwnedMessage, token: &CancellationToken) -> anyhow::Result<bool> {
         let topic = m.topic().strip_prefix(self.kafka.topic_prefix.as_str()).unwrap_or(m.topic()).to_owned();
         let event = match EventMeta::from_headers(m.headers()) {
             Ok(meta) => InboundEvent {
@@ -359,12 +442,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// Applies one event, retrying transient failures in place (never skipping it); `None`
     /// when shutdown interrupted it, else what happened (`applied`, `duplicate`,
     /// `dead_lettered`).
-    async fn process(
-        &self,
-        m: &BorrowedMessage<'_>,
-        event: &InboundEvent,
-        token: &CancellationToken,
-    ) -> Option<&'static str> {
+    async fn process(&self, m: &OwnedMessage, event: &InboundEvent, token: &CancellationToken) -> Option<&'static str> {
         let mut backoff = Backoff::new(RETRY_BASE, RETRY_CAP);
         let mut attempts: u32 = 0;
         loop {
@@ -400,7 +478,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 
     /// Updates the lag gauge of `m`'s partition from its high watermark, at most every
     /// few seconds per partition and off the consumer's path (a metadata round trip).
-    fn measure_lag(&self, m: &BorrowedMessage<'_>) {
+    fn measure_lag(&self, m: &OwnedMessage) {
         let key = (m.topic().to_owned(), m.partition());
         {
             let mut last = self.lag_checked.lock().unwrap_or_else(|e| e.into_inner());
@@ -421,8 +499,12 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         });
     }
 
-    fn commit(&self, m: &BorrowedMessage<'_>) {
-        if let Err(e) = self.consumer.commit_message(m, CommitMode::Async) {
+    fn commit(&self, m: &OwnedMessage) {
+        let mut next = TopicPartitionList::new();
+        let committed = next
+            .add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))
+            .and_then(|()| self.consumer.commit(&next, CommitMode::Async));
+        if let Err(e) = committed {
             tracing::warn!(error = %e, "offset commit failed; the record may be redelivered (harmless)");
         }
     }
@@ -431,13 +513,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
     /// many times it was tried); retries with back-off until the broker acknowledges it.
     /// Returns false only when shutdown interrupted it (the offset must then stay
     /// uncommitted, so the record is redelivered rather than lost).
-    async fn dead_letter(
-        &self,
-        m: &BorrowedMessage<'_>,
-        error: &str,
-        attempts: u32,
-        token: &CancellationToken,
-    ) -> bool {
+    async fn dead_letter(&self, m: &OwnedMessage, error: &str, attempts: u32, token: &CancellationToken) -> bool {
         let dlq_topic = dlq_topic(m.topic());
         let origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
         tracing::warn!(topic = %m.topic(), %origin, %error, attempts, "dead-lettering record");
@@ -484,5 +560,13 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }
             }
         }
+    }
+}
+
+/// A finished lane's outcome: its own error, or its panic as an error.
+fn lane_result(done: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    match done {
+        Ok(result) => result,
+        Err(e) => Err(anyhow::Error::new(e).context("a consumer lane panicked")),
     }
 }

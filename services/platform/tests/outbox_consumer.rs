@@ -464,3 +464,90 @@ async fn a_permanent_failure_is_dead_lettered_with_its_origin_and_attempts() {
     token.cancel();
     consumer.await.unwrap().unwrap();
 }
+
+/// Two events that need each other: `held` waits in `prepare` until `free` has been
+/// handled, and `free` waits in `prepare` until `held` is waiting. Applied one record at a
+/// time (whichever comes first), neither can finish; applied side by side, both do.
+/// Records whether `held` was still waiting when `free` was handled.
+#[derive(Clone, Default)]
+struct Gated {
+    held_started: Arc<tokio::sync::Notify>,
+    free_handled: Arc<tokio::sync::Notify>,
+    held_waiting: Arc<std::sync::atomic::AtomicBool>,
+    free_saw_held_waiting: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[async_trait]
+impl EventHandler for Gated {
+    type Prepared = ();
+
+    async fn prepare(&self, event: &InboundEvent) -> Result<(), HandleError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        if event.meta.id == "free" {
+            tokio::time::timeout(Duration::from_secs(60), self.held_started.notified())
+                .await
+                .map_err(|_| HandleError::Transient(anyhow::anyhow!("`held` never started")))?;
+        }
+        if event.meta.id == "held" {
+            self.held_waiting.store(true, SeqCst);
+            self.held_started.notify_one();
+            let released = tokio::time::timeout(Duration::from_secs(60), self.free_handled.notified()).await;
+            self.held_waiting.store(false, SeqCst);
+            released.map_err(|_| HandleError::Transient(anyhow::anyhow!("`free` was never handled")))?;
+        }
+        Ok(())
+    }
+
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let id = &event.meta.id;
+        if id == "free" {
+            self.free_saw_held_waiting.store(self.held_waiting.load(SeqCst), SeqCst);
+            self.free_handled.notify_one();
+        }
+        txn.execute_unprepared(&format!("INSERT INTO applied (seq, event_id) SELECT COUNT(*), '{id}' FROM applied"))
+            .await?;
+        Ok(())
+    }
+}
+
+/// Partitions are applied side by side: an event that waits (a slow peer in `prepare`, a
+/// long transaction) holds up its own partition only. Here two events on different
+/// partitions each wait for the other ([`Gated`]), so a consumer applying one record at a
+/// time across all partitions applies neither within the deadline.
+#[tokio::test]
+async fn a_waiting_event_holds_up_only_its_own_partition() {
+    let (db, kafka) = setup("lanes").await;
+    let handler = Gated::default();
+    let token = CancellationToken::new();
+    let consumer = start_consumer_with(&db, &kafka, &token, handler.clone());
+
+    let (held_partition, _) = publish_placed(&kafka, "order-held", "held").await;
+    let mut other = None;
+    for i in 0..64 {
+        // A key on another partition; records keyed `probe-*` are ordinary events.
+        let key = format!("order-free-{i}");
+        let (partition, _) = publish_placed(&kafka, &key, &format!("probe-{i}")).await;
+        if partition != held_partition {
+            other = Some(key);
+            break;
+        }
+    }
+    let other = other.expect("the topic has more than one partition");
+    publish_placed(&kafka, &other, "free").await;
+
+    eventually("both events applied", Duration::from_secs(30), || async {
+        let ids = applied_ids(&db).await;
+        (ids.iter().any(|i| i == "held") && ids.iter().any(|i| i == "free")).then_some(())
+    })
+    .await;
+    assert!(
+        handler.free_saw_held_waiting.load(std::sync::atomic::Ordering::SeqCst),
+        "`free` was applied while `held` was still waiting on its own partition"
+    );
+    let ids = applied_ids(&db).await;
+    assert_eq!(ids.iter().filter(|i| *i == "held").count(), 1, "applied once: {ids:?}");
+
+    token.cancel();
+    consumer.await.unwrap().unwrap();
+}
