@@ -51,7 +51,7 @@ pub use self::orders::{OrderMix, SagaOptions};
 pub use self::progress::{Progress, Snapshot};
 pub use self::report::{Latency, LoadReport, OrdersReport, REPORT_MARKER};
 use self::schedule::{Call, Pacer};
-pub use self::schedule::{Schedule, parse_duration, parse_ramp, parse_share};
+pub use self::schedule::{Ramp, Schedule, parse_duration, parse_ramp, parse_share};
 use self::stats::{Collector, Interval, Operation, Outcome, Recorder};
 
 /// What the load generator sends.
@@ -260,10 +260,9 @@ pub async fn run(opts: &LoadOptions, progress: &mut dyn Progress) -> anyhow::Res
         opts.connections.max(1)
     ));
     let recorder = Arc::new(Recorder::new(opts.schedule.steps().len()));
-    let started_at_unix_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let watched = watch(opts, &workload, &recorder, progress).await?;
     progress.finish();
-    assemble(opts, &workload, &recorder, watched, started_at_unix_ms).await
+    assemble(opts, &workload, &recorder, watched).await
 }
 
 /// The schedule in words: `200 orders/s`, `ramp 100 → 200 purchases/s, 20s each`.
@@ -288,6 +287,8 @@ fn rate_text(schedule: &Schedule, scenario: Scenario) -> String {
 #[derive(Debug)]
 struct Watched {
     collector: Collector,
+    /// When the load started (Unix time, ms).
+    started_at_unix_ms: u64,
     /// Seconds from the start until the last call (not saga) was answered.
     calls_secs: f64,
 }
@@ -301,6 +302,8 @@ async fn watch(
     progress: &mut dyn Progress,
 ) -> anyhow::Result<Watched> {
     let started = tokio::time::Instant::now();
+    let started_at_unix_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let sender =
         tokio::spawn(send_calls(opts.schedule.clone(), opts.concurrency, workload.clone(), recorder.clone(), started));
     let done = async {
@@ -329,7 +332,7 @@ async fn watch(
     };
     let (t, secs, target) = clock.next(&opts.schedule);
     collector.push_tail(recorder.take_interval(), t, secs, target);
-    Ok(Watched { collector, calls_secs })
+    Ok(Watched { collector, started_at_unix_ms, calls_secs })
 }
 
 /// Consecutive intervals of the run: each starts where the previous ended.
@@ -482,7 +485,6 @@ async fn assemble(
     workload: &Workload,
     recorder: &Recorder,
     watched: Watched,
-    started_at_unix_ms: u64,
 ) -> anyhow::Result<LoadReport> {
     let main = workload.main_operation();
     let total = watched.collector.total().clone();
@@ -516,7 +518,7 @@ async fn assemble(
         total_stock,
         remaining_stock,
         error_samples,
-        started_at_unix_ms,
+        started_at_unix_ms: watched.started_at_unix_ms,
         operations: total.operation_reports(),
         steps: if opts.schedule.is_ramp() { step_reports(&opts.schedule, &steps) } else { Vec::new() },
         orders: match workload {

@@ -209,6 +209,17 @@ mod tests {
     }
 
     #[test]
+    fn a_report_of_the_current_load_generator_parses() {
+        // The stdout of the run charted in docs/load-example.png.
+        let logs = include_str!("../../load-report/fixtures/orders-ramp.log");
+        let report = find_report(logs).unwrap().expect("a report line");
+        assert_eq!((report.scenario.as_str(), report.steps.len()), ("orders", 3));
+        assert!(report.started_at_unix_ms > 0);
+        let sent: u64 = report.series.iter().map(|s| s.sent).sum();
+        assert_eq!(sent, report.attempts);
+    }
+
+    #[test]
     fn no_line_is_none_and_bad_json_is_an_error() {
         assert_eq!(find_report("starting\nsome CLOUDMART_LOAD_REPORT {}\n").unwrap(), None);
         let err = find_report("CLOUDMART_LOAD_REPORT {not json").unwrap_err();

@@ -11,9 +11,12 @@
 //! `fonts-dejavu-core`), or the file named by `CHART_FONT`.
 
 use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
 
@@ -69,6 +72,10 @@ pub enum ChartError {
     Directory { path: PathBuf, source: std::io::Error },
     #[error("cannot draw the chart {}: {message}", path.display())]
     Draw { path: PathBuf, message: String },
+    #[error("cannot write the chart {}: {source}", path.display())]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot encode the chart {} as PNG: {source}", path.display())]
+    Encode { path: PathBuf, source: png::EncodingError },
 }
 
 /// The lines the chart of `series` (and `replicas`, when the autoscaler was sampled) draws.
@@ -116,11 +123,11 @@ fn operations_with_latency(series: &[Second]) -> Vec<&str> {
 fn latency_panel(title: &str, series: &[Second], operations: &[&str]) -> Panel {
     let mut lines = Vec::new();
     for op in operations {
-        let percentiles: [(&str, fn(&Quantiles) -> f64); 2] = [("p50", |q| q.p50), ("p99", |q| q.p99)];
-        for (name, pick) in percentiles {
-            let points = series.iter().filter_map(|s| s.latency_ms.get(*op).map(|q| (x(s), pick(q)))).collect();
-            lines.push(Line::solid(format!("{op} {name}"), points));
-        }
+        let points = |pick: fn(&Quantiles) -> f64| {
+            series.iter().filter_map(|s| s.latency_ms.get(*op).map(|q| (x(s), pick(q)))).collect()
+        };
+        lines.push(Line::solid(format!("{op} p50"), points(|q| q.p50)));
+        lines.push(Line::solid(format!("{op} p99"), points(|q| q.p99)));
     }
     Panel { title: title.into(), y_label: "ms".into(), lines }
 }
@@ -199,6 +206,8 @@ const COLORS: [RGBColor; 10] = [
 const WIDTH: u32 = 1000;
 const PANEL_HEIGHT: u32 = 230;
 const TITLE_HEIGHT: u32 = 50;
+/// The legend's column, right of each panel (over the lines it would hide data).
+const LEGEND_WIDTH: u32 = 180;
 
 /// Draws the chart of `series` and `replicas` (see [`panels`]) into the PNG file `path`.
 pub fn write_chart(path: &Path, title: &str, series: &[Second], replicas: &[ReplicaSample]) -> Result<(), ChartError> {
@@ -214,19 +223,38 @@ pub fn write_png(path: &Path, title: &str, panels: &[Panel]) -> Result<(), Chart
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| ChartError::Directory { path: dir.to_owned(), source })?;
     }
-    draw(path, title, panels).map_err(|message| ChartError::Draw { path: path.to_owned(), message })
+    let height = TITLE_HEIGHT + PANEL_HEIGHT * u32::try_from(panels.len()).unwrap_or(1);
+    let mut rgb = vec![0; WIDTH as usize * height as usize * 3];
+    draw(&mut rgb, height, title, panels).map_err(|message| ChartError::Draw { path: path.to_owned(), message })?;
+    encode(path, &rgb, height)
 }
 
-fn draw(path: &Path, title: &str, panels: &[Panel]) -> Result<(), String> {
+/// Writes the RGB pixels as a PNG at the best compression (a third smaller than the
+/// default: line charts compress well).
+fn encode(path: &Path, rgb: &[u8], height: u32) -> Result<(), ChartError> {
+    let write_err = |source| ChartError::Write { path: path.to_owned(), source };
+    let encode_err = |source| ChartError::Encode { path: path.to_owned(), source };
+    let file = File::create(path).map_err(write_err)?;
+    let mut encoder = png::Encoder::new(BufWriter::new(file), WIDTH, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Best);
+    encoder.set_adaptive_filter(png::AdaptiveFilterType::Adaptive);
+    let mut writer = encoder.write_header().map_err(encode_err)?;
+    writer.write_image_data(rgb).map_err(encode_err)?;
+    writer.finish().map_err(encode_err)
+}
+
+fn draw(rgb: &mut [u8], height: u32, title: &str, panels: &[Panel]) -> Result<(), String> {
     let err = |e: &dyn std::fmt::Display| e.to_string();
-    let height = TITLE_HEIGHT + PANEL_HEIGHT * u32::try_from(panels.len()).unwrap_or(1);
-    let root = BitMapBackend::new(path, (WIDTH, height)).into_drawing_area();
+    let root = BitMapBackend::with_buffer(rgb, (WIDTH, height)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root.titled(title, ("sans-serif", 22)).map_err(|e| err(&e))?;
     let (x_min, x_max) = x_range(panels);
     for (panel, area) in panels.iter().zip(root.split_evenly((panels.len(), 1)).iter()) {
+        let (area, legend) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
         let y_max = panel.lines.iter().flat_map(|l| l.points.iter()).map(|p| p.1).fold(0.0, f64::max).max(1.0) * 1.1;
-        let mut chart = ChartBuilder::on(area)
+        let mut chart = ChartBuilder::on(&area)
             .caption(&panel.title, ("sans-serif", 16))
             .margin(8)
             .x_label_area_size(30)
@@ -244,25 +272,32 @@ fn draw(path: &Path, title: &str, panels: &[Panel]) -> Result<(), String> {
         for (i, line) in panel.lines.iter().enumerate() {
             let style = COLORS[i % COLORS.len()].stroke_width(2);
             let points = line.points.iter().copied();
-            let drawn = if line.dashed {
-                chart.draw_series(DashedLineSeries::new(points, 6, 4, style))
+            if line.dashed {
+                chart.draw_series(DashedLineSeries::new(points, 6, 4, style)).map_err(|e| err(&e))?;
             } else {
-                chart.draw_series(LineSeries::new(points, style))
-            };
-            drawn
-                .map_err(|e| err(&e))?
-                .label(&line.name)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], style));
+                chart.draw_series(LineSeries::new(points, style)).map_err(|e| err(&e))?;
+            }
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| err(&e))?;
+        draw_legend(&legend, panel).map_err(|e| err(&e))?;
     }
     root.present().map_err(|e| err(&e))
+}
+
+/// The panel's line names, each after a sample of its line, down the legend column.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panel: &Panel,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    for (i, line) in panel.lines.iter().enumerate() {
+        let y = 40 + 18 * i32::try_from(i).unwrap_or(0);
+        let style = COLORS[i % COLORS.len()].stroke_width(2);
+        let segments: &[(i32, i32)] = if line.dashed { &[(2, 8), (12, 18)] } else { &[(2, 18)] };
+        for (from, to) in segments {
+            area.draw(&PathElement::new(vec![(*from, y), (*to, y)], style))?;
+        }
+        area.draw(&Text::new(line.name.as_str(), (24, y - 7), ("sans-serif", 13)))?;
+    }
+    Ok(())
 }
 
 /// The x range shared by every panel: every point's time, at least one second wide.

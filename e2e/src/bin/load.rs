@@ -13,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use cloudmart_e2e::load::{
-    LoadOptions, LoadReport, OrderMix, SagaOptions, Scenario, Schedule, parse_duration, parse_ramp, parse_share,
+    LoadOptions, LoadReport, OrderMix, Ramp, SagaOptions, Scenario, Schedule, parse_duration, parse_ramp, parse_share,
     progress, run,
 };
 
@@ -73,7 +73,7 @@ struct Args {
     /// Rates per second one after the other, comma-separated (e.g. 100,200,400), each held
     /// for --step; the report has the figures of every step. Replaces --sale-rps.
     #[arg(long, value_name = "RATES", value_parser = parse_ramp)]
-    ramp: Option<Vec<u32>>,
+    ramp: Option<Ramp>,
     /// How long each --ramp step lasts (e.g. 20s); the run then lasts steps × step.
     #[arg(long, value_name = "DURATION", requires = "ramp", conflicts_with = "duration", value_parser = parse_duration)]
     step: Option<Duration>,
@@ -134,7 +134,7 @@ impl Args {
     /// The rates over time: a ramp, or one rate for --duration.
     fn schedule(&self) -> Schedule {
         match &self.ramp {
-            Some(rates) => {
+            Some(Ramp(rates)) => {
                 let steps = u32::try_from(rates.len()).unwrap_or(u32::MAX).max(1);
                 Schedule::ramp(rates, self.step.unwrap_or(self.duration / steps))
             }
@@ -180,7 +180,7 @@ async fn main() -> ExitCode {
         eprintln!("error: --chart: {e}");
         return ExitCode::from(2);
     }
-    let mut progress = progress::for_stderr(args.progress_every);
+    let mut progress = progress::for_stderr(args.progress_every, opts.schedule.duration());
     let report = tokio::select! {
         r = run(&opts, progress.as_mut()) => r,
         _ = tokio::signal::ctrl_c() => {
@@ -217,4 +217,58 @@ fn write_outputs(report: &LoadReport, args: &Args) -> anyhow::Result<()> {
 fn write_chart(report: &LoadReport, path: &Path) -> anyhow::Result<()> {
     cloudmart_load_report::write_chart(path, &report.chart_title(), &report.series, &[])
         .with_context(|| format!("--chart {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(std::iter::once("cloudmart-load").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn every_flag_is_documented() {
+        Args::command().debug_assert();
+        for arg in Args::command().get_arguments() {
+            assert!(arg.get_help().is_some(), "--{} has no help", arg.get_id());
+        }
+    }
+
+    #[test]
+    fn the_defaults_are_a_flash_sale_at_200_per_second_for_a_minute() {
+        let opts = parse(&[]).unwrap().options();
+        assert_eq!(opts.scenario, Scenario::FlashSale);
+        assert_eq!(opts.schedule, Schedule::constant(200, Duration::from_secs(60)));
+        assert_eq!((opts.concurrency, opts.connections), (64, 8));
+        assert_eq!(opts.mix, OrderMix { fault_share: 0.1, cancel_share: 0.05, fault_postal_code: "99999".into() });
+        assert_eq!(opts.validate(), Ok(()));
+    }
+
+    #[test]
+    fn ramps_take_a_step_or_split_the_duration() {
+        let stepped = parse(&["--ramp", "10,20", "--step", "5s"]).unwrap().options();
+        assert_eq!(stepped.schedule, Schedule::ramp(&[10, 20], Duration::from_secs(5)));
+        assert_eq!(stepped.schedule.duration(), Duration::from_secs(10));
+        let split = parse(&["--ramp", "10,20,30", "--duration", "30s"]).unwrap().options();
+        assert_eq!(split.schedule, Schedule::ramp(&[10, 20, 30], Duration::from_secs(10)));
+        let orders = parse(&["--scenario", "orders", "--rate", "50"]).unwrap().options();
+        assert_eq!((orders.scenario, orders.schedule.peak_rate()), (Scenario::Orders, 50));
+    }
+
+    #[test]
+    fn bad_flags_are_refused_naming_the_flag() {
+        let refused = |args: &[&str]| parse(args).unwrap_err().to_string();
+        assert!(refused(&["--ramp", "10,0"]).contains("--ramp"));
+        assert!(refused(&["--ramp", "10,20", "--sale-rps", "5"]).contains("cannot be used with"));
+        assert!(refused(&["--step", "5s"]).contains("--ramp"));
+        assert!(refused(&["--ramp", "10", "--step", "5s", "--duration", "9s"]).contains("cannot be used with"));
+        assert!(refused(&["--fault-share", "1.5"]).contains("--fault-share"));
+        assert!(refused(&["--scenario", "checkout"]).contains("--scenario"));
+        assert!(refused(&["--saga-timeout", "soon"]).contains("--saga-timeout"));
+        let both = parse(&["--scenario", "orders", "--fault-share", "0.6", "--cancel-share", "0.6"]).unwrap();
+        assert!(both.options().validate().unwrap_err().to_string().contains("--cancel-share 0.6"));
+    }
 }

@@ -89,11 +89,11 @@ pub trait Progress {
     fn finish(&mut self);
 }
 
-/// The progress a run should show on stderr: a live line when stderr is a terminal,
-/// plain lines every `every` otherwise.
-pub fn for_stderr(every: Duration) -> Box<dyn Progress + Send> {
+/// The progress a run of `duration` should show on stderr: a live line when stderr is a
+/// terminal, plain lines every `every` otherwise.
+pub fn for_stderr(every: Duration, duration: Duration) -> Box<dyn Progress + Send> {
     if std::io::stderr().is_terminal() {
-        Box::new(LiveLine::new())
+        Box::new(LiveLine::new(duration))
     } else {
         Box::new(Lines::new(std::io::stderr(), every))
     }
@@ -143,9 +143,14 @@ pub struct LiveLine {
     bar: ProgressBar,
 }
 
+/// Milliseconds of a duration, for the bar's length and position.
+fn millis(d: Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
 impl LiveLine {
-    fn new() -> Self {
-        let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
+    fn new(duration: Duration) -> Self {
+        let bar = ProgressBar::with_draw_target(Some(millis(duration)), ProgressDrawTarget::stderr());
         let style = ProgressStyle::with_template("{spinner:.green} {prefix:>5} [{bar:20.cyan/blue}] {wide_msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> ");
@@ -161,8 +166,8 @@ impl Progress for LiveLine {
     }
 
     fn update(&mut self, snapshot: &Snapshot) {
-        self.bar.set_length(snapshot.duration.as_millis().try_into().unwrap_or(u64::MAX));
-        self.bar.set_position(snapshot.elapsed.min(snapshot.duration).as_millis().try_into().unwrap_or(u64::MAX));
+        self.bar.set_length(millis(snapshot.duration));
+        self.bar.set_position(millis(snapshot.elapsed.min(snapshot.duration)));
         self.bar.set_prefix(format!("{:.0}s", snapshot.elapsed.as_secs_f64()));
         self.bar.set_message(snapshot.status());
     }

@@ -279,6 +279,32 @@ fn write_operation(out: &mut String, op: Operation, figures: &OperationReport, t
 mod tests {
     use super::*;
 
+    /// The stdout of the run charted in `docs/load-example.png`: `cloudmart-load --scenario
+    /// orders --ramp 20,40,60 --step 7s` against `make dev`.
+    const EXAMPLE: &str = include_str!("../../load-report/fixtures/orders-ramp.log");
+
+    #[test]
+    fn a_real_report_adds_up_and_its_chart_draws_its_series() {
+        let r = LoadReport::from_log(EXAMPLE).expect("the example report parses");
+        assert_eq!((r.scenario.as_str(), r.steps.len(), r.target_rps), ("orders", 3, 60));
+        let place = &r.operations["place"];
+        assert_eq!(place.total(), r.attempts);
+        assert_eq!(place.count("succeeded"), r.succeeded);
+        let sent: u64 = r.series.iter().map(|s| s.sent).sum();
+        let stepped: u64 = r.steps.iter().map(|s| s.sent).sum();
+        assert_eq!((sent, stepped), (r.attempts, r.attempts), "every call is in the series and in a step");
+        for (op, figures) in &r.operations {
+            for (class, n) in &figures.outcomes {
+                let summed: u64 = r.series.iter().filter_map(|s| s.outcomes.get(op)?.get(class)).sum();
+                assert_eq!(summed, *n, "{op} {class}: the series adds up to the total");
+            }
+        }
+        let panels = cloudmart_load_report::panels(&r.series, &[]);
+        let sent_line = panels[0].lines.iter().find(|l| l.name == "sent").expect("a sent line");
+        let expected: Vec<(f64, f64)> = r.series.iter().map(|s| (s.t + s.secs / 2.0, s.sent_rate())).collect();
+        assert_eq!(sent_line.points, expected);
+    }
+
     fn op(outcomes: &[(&str, u64)], p50: f64) -> OperationReport {
         OperationReport {
             outcomes: outcomes.iter().map(|(c, n)| ((*c).to_owned(), *n)).collect(),

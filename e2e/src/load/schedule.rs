@@ -164,8 +164,12 @@ impl Pacer {
     }
 }
 
+/// The rates of a `--ramp`, one per step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ramp(pub Vec<u32>);
+
 /// Parses `--ramp`: rates per second separated by commas, e.g. `100,200,400`.
-pub fn parse_ramp(text: &str) -> Result<Vec<u32>, String> {
+pub fn parse_ramp(text: &str) -> Result<Ramp, String> {
     let rates = text
         .split(',')
         .map(|part| {
@@ -182,7 +186,7 @@ pub fn parse_ramp(text: &str) -> Result<Vec<u32>, String> {
     if rates.len() > MAX_STEPS {
         return Err(format!("{} steps is too many (at most {MAX_STEPS})", rates.len()));
     }
-    Ok(rates)
+    Ok(Ramp(rates))
 }
 
 /// The highest rate a step may ask for.
@@ -286,9 +290,9 @@ mod tests {
 
     #[test]
     fn ramps_parse_and_refuse_nonsense() {
-        assert_eq!(parse_ramp("100,200,400"), Ok(vec![100, 200, 400]));
-        assert_eq!(parse_ramp(" 50 , 60 "), Ok(vec![50, 60]));
-        assert_eq!(parse_ramp("7"), Ok(vec![7]));
+        assert_eq!(parse_ramp("100,200,400"), Ok(Ramp(vec![100, 200, 400])));
+        assert_eq!(parse_ramp(" 50 , 60 "), Ok(Ramp(vec![50, 60])));
+        assert_eq!(parse_ramp("7"), Ok(Ramp(vec![7])));
         for bad in ["", "100,,200", "100,0", "-5", "1.5", "fast", "2000000"] {
             let err = parse_ramp(bad).unwrap_err();
             assert!(err.contains("is not a rate"), "{bad:?}: {err}");
