@@ -196,7 +196,7 @@ impl Latencies {
 
 /// Microseconds as milliseconds, to the microsecond.
 fn millis(micros: f64) -> f64 {
-    (micros).round() / 1000.0
+    micros.round() / 1000.0
 }
 
 /// The answers of one operation.
