@@ -6,7 +6,7 @@ CARGO_FLAGS ?= --locked
 PROFILE ?= release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse chaos bench-scale fmt deploy undeploy kind-down load bench bench-hot-sale smoke jaeger kafka clean
+.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse chaos bench-scale fmt deploy undeploy kind-down load bench bench-report bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -58,10 +58,33 @@ smoke: ## Send one order through a running system (ORDER_ENDPOINT, default http:
 # PostgreSQL server the benchmarks create their databases on.
 BENCH_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
 
-bench: bench-hot-sale bench-scale ## Local benchmarks with figures (printed and written to target/bench/)
+# Apache Kafka of the benchmarks: BENCH_KAFKA_BROKERS, or else a broker of their own that
+# bench-report starts on BENCH_KAFKA_PORT (and the next port for its controller) with
+# deploy/kafka.sh — state under ~/.cache/cloudmart/kafka/*-<port>, apart from a CI broker on
+# 9092 — and stops afterwards. BENCH_ARGS go to `cloudmart-bench run` (--quick: CI-sized).
+BENCH_KAFKA_PORT ?= 19092
+BENCH_ARGS ?=
 
-bench-hot-sale: ## Purchases/s on one hot sale, batched vs naive reservation, same PostgreSQL
-	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- hot-sale --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
+bench: bench-scale bench-report ## Every benchmark figure beside its reference: target/bench/report.{json,md}, README table
+
+bench-report: ## P1…P5 in one run (PostgreSQL, Apache Kafka, redis-server, pgbench); writes the README's table
+	$(CARGO) build $(CARGO_FLAGS) --release -p cloudmart-e2e -p cloudmart-order -p cloudmart-delivery -p cloudmart-timesale --bins
+	@set -euo pipefail; kafka() { KAFKA_PORT=$(BENCH_KAFKA_PORT) KAFKA_CONTROLLER_PORT=$$(( $(BENCH_KAFKA_PORT) + 1 )) bash deploy/kafka.sh "$$@"; }; \
+	brokers="$${BENCH_KAFKA_BROKERS:-}"; started=; \
+	if [ -z "$$brokers" ]; then \
+	  if kafka status >/dev/null 2>&1; then brokers=127.0.0.1:$(BENCH_KAFKA_PORT); \
+	  elif kafka start; then brokers=127.0.0.1:$(BENCH_KAFKA_PORT); started=1; \
+	  else echo "bench: no Apache Kafka (deploy/kafka.sh start failed): the in-process mock broker stands in"; fi; \
+	fi; \
+	name="$${BENCH_BROKER_NAME:-Apache Kafka $$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)}"; \
+	bench="$${CARGO_TARGET_DIR:-target}/release/cloudmart-bench"; \
+	rc=0; BENCH_KAFKA_BROKERS="$$brokers" BENCH_BROKER_NAME="$$name" "$$bench" run --database-url "$(BENCH_DATABASE_URL)" $(BENCH_ARGS) || rc=$$?; \
+	if [ -n "$$started" ]; then kafka stop; fi; \
+	[ "$$rc" = 0 ] || exit "$$rc"; \
+	"$$bench" readme --report target/bench/report.md
+
+bench-hot-sale: ## P1 alone: purchases/s on one hot sale, batched vs naive vs a Redis counter (in-process broker)
+	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-bench -- run --only p1 --database-url "$(BENCH_DATABASE_URL)" $(ARGS)
 
 bench-scale: ## Rehearsal (Docker): time-sale at 1/2/4 replicas, then the HPA replay (target/bench/scale-out.json, hpa-replay.{json,png})
 	@if ! $${DOCKER:-docker} info >/dev/null 2>&1; then echo "bench-scale: SKIPPED (no Docker engine answers; it runs the chart as containers)"; else \

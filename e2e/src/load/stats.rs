@@ -16,6 +16,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use cloudmart_load_report::{OperationReport, Percentiles, Quantiles, Second};
+use cloudmart_proto::contract::{self, reasons};
 use hdrhistogram::Histogram;
 
 use super::schedule::Call;
@@ -119,10 +120,10 @@ pub fn classify_status(op: Operation, status: &tonic::Status) -> Outcome {
         Code::ResourceExhausted => Outcome::Shed,
         Code::DeadlineExceeded => Outcome::Timeout,
         Code::FailedPrecondition if op == Operation::Purchase => {
-            match cloudmart_platform::grpc::reason_of(status).as_deref() {
-                Some("SOLD_OUT") => Outcome::SoldOut,
-                Some("LIMIT_EXCEEDED") => Outcome::LimitExceeded,
-                Some("SALE_NOT_ACTIVE") => Outcome::NotActive,
+            match contract::reason_of(status).as_deref() {
+                Some(reasons::SOLD_OUT) => Outcome::SoldOut,
+                Some(reasons::LIMIT_EXCEEDED) => Outcome::LimitExceeded,
+                Some(reasons::SALE_NOT_ACTIVE) => Outcome::NotActive,
                 _ => Outcome::Error,
             }
         }

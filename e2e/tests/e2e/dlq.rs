@@ -4,8 +4,9 @@
 
 use std::{process::Command, time::Duration};
 
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
-    events::{CloudEvent, headers, topics},
+    events::{CloudEvent, headers},
     proto::{
         events::v1 as ev,
         order::v1::{self as pb, order_service_client::OrderServiceClient},
@@ -91,7 +92,7 @@ async fn a_dead_lettered_event_is_replayed_after_the_fix_and_applied_exactly_onc
         .await
         .unwrap();
 
-    let dlq_topic = topics::dlq(topics::ORDER_EVENTS);
+    let dlq_topic = cloudmart_platform::events::dlq_topic(topics::ORDER_EVENTS);
     let dead = read_records(&sys.kafka.args, &dlq_topic, 1, Duration::from_secs(60)).await;
     let dead = &dead[0];
     let ce_id = dead.headers[headers::ID].clone();
@@ -182,12 +183,15 @@ async fn a_dead_lettered_event_is_replayed_after_the_fix_and_applied_exactly_onc
 /// `replayed_from`.
 async fn read_replays(sys: &System, partition: i32, last: i64) -> Vec<cloudmart_platform::testkit::Record> {
     // Every order-events record up to the second replay: read enough of the topic.
-    let mut n = 1;
-    loop {
-        let all = read_records(&sys.kafka.args, topics::ORDER_EVENTS, n, Duration::from_secs(30)).await;
+    let want = std::cell::Cell::new(1);
+    let want = &want;
+    cloudmart_platform::testkit::until("the replays on order-events", Duration::from_secs(90), || async move {
+        let all = read_records(&sys.kafka.args, topics::ORDER_EVENTS, want.get(), Duration::from_secs(10)).await;
         if all.iter().any(|r| r.partition == partition && r.offset >= last) {
-            return all.into_iter().filter(|r| r.headers.contains_key(headers::REPLAYED_FROM)).collect();
+            return Ok(all.into_iter().filter(|r| r.headers.contains_key(headers::REPLAYED_FROM)).collect());
         }
-        n = all.len() + 1;
-    }
+        want.set(all.len() + 1);
+        Err(format!("{} records read, none at {partition}/{last} yet", all.len()))
+    })
+    .await
 }

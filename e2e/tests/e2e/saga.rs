@@ -3,8 +3,9 @@
 
 use std::{collections::HashMap, time::Duration};
 
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
-    events::{CloudEvent, headers, topics},
+    events::{CloudEvent, headers},
     outbox,
     proto::{
         delivery::v1::{self as dpb, delivery_service_client::DeliveryServiceClient},
@@ -250,7 +251,13 @@ async fn a_malformed_order_event_is_dead_lettered_and_the_next_order_completes()
         ],
     )
     .await;
-    let dlq = read_records(&sys.kafka.args, &topics::dlq(topics::ORDER_EVENTS), 2, Duration::from_secs(60)).await;
+    let dlq = read_records(
+        &sys.kafka.args,
+        &cloudmart_platform::events::dlq_topic(topics::ORDER_EVENTS),
+        2,
+        Duration::from_secs(60),
+    )
+    .await;
     assert!(dlq.iter().all(|r| !r.headers[headers::DLQ_ERROR].is_empty()));
     assert!(dlq.iter().any(|r| r.headers[headers::DLQ_ERROR].contains("missing header")));
     assert!(dlq.iter().any(|r| r.headers[headers::DLQ_ERROR].contains("does not decode")));

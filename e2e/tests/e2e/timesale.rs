@@ -5,8 +5,9 @@
 use std::{collections::HashMap, time::Duration};
 
 use chrono::Utc;
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
-    events::{CloudEvent, headers, topics},
+    events::{CloudEvent, headers},
     grpc::reason_of,
     proto::{
         events::v1 as ev,

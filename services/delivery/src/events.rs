@@ -3,12 +3,13 @@
 
 use async_trait::async_trait;
 use chrono::{Duration, Utc};
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
-    consumer::{EventHandler, HandleError, InboundEvent},
-    events::{CloudEvent, decode, topics},
+    consumer::{ApplyFailure, DatabaseHandler, InboundEvent},
+    events::{BadEvent, CloudEvent, decode},
     outbox,
     proto::events::v1 as ev,
-    validate::{self, FieldError},
+    validate,
 };
 use sea_orm::{DatabaseTransaction, DbErr};
 
@@ -20,16 +21,13 @@ use crate::{
 pub const SOURCE: &str = "delivery";
 pub const TOPICS: [&str; 1] = [topics::ORDER_EVENTS];
 
-/// Why an order event could not be applied; `From<ApplyError> for HandleError` says
+/// Why an order event could not be applied; its `ApplyFailure` impl says
 /// which failures a retry can cure.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The payload does not decode (permanent).
+    /// The payload does not decode or a field holds what no database stores (permanent).
     #[error(transparent)]
-    Decode(#[from] prost::DecodeError),
-    /// A field no database can store (permanent).
-    #[error(transparent)]
-    Invalid(#[from] FieldError),
+    Bad(#[from] BadEvent),
     /// The order's stored delivery cannot be read: a value this build does not know
     /// (permanent: it will not decode on a retry either), or the database failed.
     #[error(transparent)]
@@ -42,13 +40,12 @@ pub enum ApplyError {
     Db(#[from] DbErr),
 }
 
-impl From<ApplyError> for HandleError {
-    fn from(e: ApplyError) -> Self {
-        match e {
-            ApplyError::Decode(e) => e.into(),
-            ApplyError::Invalid(e) => e.into(),
-            ApplyError::Load(ref l) if l.is_corrupt_row() => HandleError::Permanent(e.into()),
-            ApplyError::Load(_) | ApplyError::Conflict { .. } | ApplyError::Db(_) => HandleError::Transient(e.into()),
+impl ApplyFailure for ApplyError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            ApplyError::Bad(_) => true,
+            ApplyError::Load(l) => l.is_corrupt_row(),
+            ApplyError::Conflict { .. } | ApplyError::Db(_) => false,
         }
     }
 }
@@ -57,24 +54,20 @@ pub struct DeliveryEvents {
     pub(crate) rules: Rules,
 }
 
+/// Nothing to ask outside the database.
 #[async_trait]
-impl EventHandler for DeliveryEvents {
-    /// Nothing to ask outside the database.
-    type Prepared = ();
+impl DatabaseHandler for DeliveryEvents {
+    type Error = ApplyError;
 
-    async fn prepare(&self, _event: &InboundEvent) -> Result<(), HandleError> {
-        Ok(())
-    }
-
-    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
-        Ok(self.on_order_event(txn, event).await?)
+    async fn apply(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), ApplyError> {
+        self.on_order_event(txn, event).await
     }
 }
 
 /// The fields of `OrderPlaced` a delivery stores: an order id, and address lines that
 /// are bounded and free of control characters (a missing or incomplete address is a
 /// delivery that fails, not a malformed event).
-fn check_order_placed(e: &ev::OrderPlaced) -> Result<(), FieldError> {
+fn check_order_placed(e: &ev::OrderPlaced) -> Result<(), BadEvent> {
     validate::text("order_id", &e.order_id)?;
     if let Some(a) = &e.shipping_address {
         validate::event_text("shipping_address.line1", &a.line1)?;
@@ -95,7 +88,7 @@ impl DeliveryEvents {
             }
             ev::OrderCancelled::TYPE => {
                 let e: ev::OrderCancelled = decode(&event.payload)?;
-                validate::text("order_id", &e.order_id)?;
+                validate::text("order_id", &e.order_id).map_err(BadEvent::from)?;
                 on_order_cancelled(txn, &e.order_id).await
             }
             _ => Ok(()),

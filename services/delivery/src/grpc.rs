@@ -2,8 +2,11 @@
 //! error converted to a `tonic::Status` in one place.
 
 use cloudmart_platform::{
-    grpc::{internal, invalid_argument, not_found, reasons, refusal},
-    proto::delivery::v1::{self as pb, delivery_service_server::DeliveryService},
+    grpc::{internal, invalid_argument, not_found, refusal},
+    proto::{
+        contract::reasons,
+        delivery::v1::{self as pb, delivery_service_server::DeliveryService},
+    },
     validate::{self, FieldError},
 };
 use sea_orm::DatabaseConnection;

@@ -14,13 +14,11 @@ pub mod grpc;
 mod malformed;
 pub mod store;
 
-use std::net::SocketAddr;
-
 use clap::Parser;
 use cloudmart_platform::{
-    app::{App, Parts, Settings},
-    config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
-    proto::delivery::v1::delivery_service_server::DeliveryServiceServer,
+    app::{App, Parts, Service},
+    config::{ServiceArgs, ServiceDefaults},
+    proto::{contract::topics, delivery::v1::delivery_service_server::DeliveryServiceServer},
 };
 
 fn parse_ratio(s: &str) -> Result<f64, String> {
@@ -33,23 +31,12 @@ fn parse_ratio(s: &str) -> Result<f64, String> {
 #[command(
     name = "cloudmart-delivery",
     version,
-    about = "cloudmart delivery service: quotes fees and schedules deliveries for placed orders"
+    about = "cloudmart delivery service: quotes fees and schedules deliveries for placed orders",
+    mut_args(|a| Application::DEFAULTS.apply(a))
 )]
 pub struct Config {
-    /// gRPC listen address.
-    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50052")]
-    pub grpc_addr: SocketAddr,
-    /// Prometheus /metrics listen address.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9102")]
-    pub metrics_addr: SocketAddr,
-    /// postgres://… or sqlite://… (embedded default: a SQLite file under ./data/).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/delivery.db")]
-    pub database_url: String,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Consumer group of this service.
-    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID", default_value = "cloudmart-delivery")]
-    pub group_id: String,
+    pub service: ServiceArgs,
     /// Serviceable ISO country codes (quotes refuse others, scheduling fails them).
     #[arg(long, env = "DELIVERY_COUNTRIES", default_value = "KR,JP,US,DE,GB", value_delimiter = ',')]
     pub delivery_countries: Vec<String>,
@@ -62,27 +49,15 @@ pub struct Config {
     /// Fault injection: share (0..1) of orders whose scheduling fails, chosen by hashing the order id.
     #[arg(long, env = "FAULT_DELIVERY_FAIL_RATIO", default_value = "0", value_parser = parse_ratio)]
     pub fault_delivery_fail_ratio: f64,
-    /// Outbox relay: `off` leaves events in the outbox.
-    #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value = "on")]
-    pub outbox_relay: RelayMode,
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
+}
+
+impl AsRef<ServiceArgs> for Config {
+    fn as_ref(&self) -> &ServiceArgs {
+        &self.service
+    }
 }
 
 impl Config {
-    /// Defaults with the given database and broker; gRPC on an ephemeral loopback port.
-    pub fn for_tests(database_url: &str, kafka: KafkaArgs) -> Self {
-        let mut c = Config::parse_from(["cloudmart-delivery"]);
-        c.grpc_addr = "127.0.0.1:0".parse().expect("valid address");
-        c.metrics_addr = "127.0.0.1:0".parse().expect("valid address");
-        c.database_url = database_url.to_owned();
-        c.group_id = format!("{}cloudmart-delivery", kafka.topic_prefix);
-        c.kafka = kafka;
-        c
-    }
-
     pub fn rules(&self) -> domain::Rules {
         let clean =
             |v: &[String]| -> Vec<String> { v.iter().map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect() };
@@ -95,26 +70,18 @@ impl Config {
     }
 }
 
-/// Builds the delivery service: [`Application::build`] connects, migrates and binds (port 0
-/// allowed) and returns the platform's [`App`] — `grpc_addr()`, `db()`, then
-/// `run_until_stopped()` serves it.
+/// The delivery service as the platform runs it ([`Service`]):
+/// `cloudmart_platform::app::build::<Application>(config)` connects, migrates, binds
+/// (port 0 allowed) and assembles it into the platform's [`App`].
 pub struct Application;
 
-impl Application {
-    /// Connects, migrates, binds; does not serve yet.
-    pub async fn build(config: Config) -> anyhow::Result<App> {
+impl Service for Application {
+    const DEFAULTS: ServiceDefaults = ServiceDefaults::new("delivery", 50052, 9102, &topics::ALL);
+    type Config = Config;
+    type Migrator = store::Migrator;
+
+    fn assemble(config: Config, parts: Parts) -> anyhow::Result<App> {
         let rules = config.rules();
-        let parts = Parts::open::<store::Migrator>(Settings {
-            name: "delivery",
-            database_url: &config.database_url,
-            grpc_addr: config.grpc_addr,
-            metrics_addr: config.metrics_addr,
-            kafka: &config.kafka,
-            group_id: &config.group_id,
-            server: &config.server,
-            outbox_relay: config.outbox_relay,
-        })
-        .await?;
         let api = grpc::DeliveryApi { db: parts.db.clone(), rules: rules.clone() };
         Ok(parts.assemble(
             DeliveryServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),

@@ -10,26 +10,24 @@
 //!
 //! The failures the properties found are kept below as named regression tests.
 
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
     consumer::apply,
-    events::{CloudEvent, topics},
-    fuzz::{self, Record, proptest::prelude::*},
+    events::CloudEvent,
+    fuzz::{self, Harness, Record, proptest::prelude::*},
     proto::{
         delivery::v1::{self as pb, delivery_service_server::DeliveryService},
         events::v1 as ev,
         order::v1 as opb,
     },
-    testkit::TestDatabase,
 };
 use prost::Message;
-use sea_orm::DatabaseConnection;
 use tonic::{Code, Request};
 
 use crate::{domain::Rules, events::DeliveryEvents, grpc::DeliveryApi, store};
 
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    db: DatabaseConnection,
+    h: Harness,
     api: DeliveryApi,
     handler: DeliveryEvents,
     orders: Vec<String>,
@@ -39,15 +37,6 @@ fn rules() -> Rules {
     Rules { countries: vec!["KR".into()], daily_capacity: 1_000, fail_postal_codes: vec![], fail_ratio: 0.0 }
 }
 
-fn good_address() -> opb::ShippingAddress {
-    opb::ShippingAddress {
-        line1: "1 Main St".into(),
-        city: "Seoul".into(),
-        postal_code: "04524".into(),
-        country: "KR".into(),
-    }
-}
-
 fn record(ce_id: &str, ce_type: &str, payload: Vec<u8>) -> Record {
     let h = |k: &str, v: &str| (k.to_owned(), Some(v.as_bytes().to_vec()));
     (vec![h("ce_specversion", "1.0"), h("ce_id", ce_id), h("ce_type", ce_type), h("ce_source", "test")], payload)
@@ -55,45 +44,30 @@ fn record(ce_id: &str, ce_type: &str, payload: Vec<u8>) -> Record {
 
 /// A fresh database with deliveries for two orders (placed through the consumer).
 fn fixture(label: &str) -> Fixture {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let (db, orders) = rt.block_on(async {
-        let tdb = TestDatabase::create(label).await.expect("database");
-        let db = cloudmart_platform::db::connect(&tdb.url).await.expect("connect");
-        cloudmart_platform::db::migrate::<store::Migrator>(&db).await.expect("migrate");
+    let h = Harness::new::<store::Migrator>(label, true);
+    let orders = h.rt.block_on(async {
+        let db = h.db.clone();
         let handler = DeliveryEvents { rules: rules() };
         let mut orders = Vec::new();
         for i in 0..2 {
             let order_id = uuid::Uuid::new_v4().to_string();
             let placed = ev::OrderPlaced {
                 order_id: order_id.clone(),
-                shipping_address: Some(good_address()),
+                shipping_address: Some(fuzz::valid_address()),
                 ..Default::default()
             };
             let r = record(&format!("seed-{i}"), ev::OrderPlaced::TYPE, placed.encode_to_vec());
             apply(&db, &handler, &fuzz::inbound(topics::ORDER_EVENTS, &r).expect("headers")).await.expect("seed");
             orders.push(order_id);
         }
-        (db, orders)
+        orders
     });
-    let api = DeliveryApi { db: db.clone(), rules: rules() };
-    Fixture { rt, db, api, handler: DeliveryEvents { rules: rules() }, orders }
-}
-
-impl Fixture {
-    fn check<T, F>(&self, allowed: &[Code], must_refuse: bool, call: F) -> Result<(), TestCaseError>
-    where
-        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.rt.block_on(fuzz::call_checked(&self.db, allowed, must_refuse, true, call))
-    }
-
-    fn consume(&self, record: &Record) -> Result<(), TestCaseError> {
-        self.rt.block_on(fuzz::consume_checked(&self.db, &self.handler, topics::ORDER_EVENTS, record))
-    }
+    let api = DeliveryApi { db: h.db.clone(), rules: rules() };
+    Fixture { h, api, handler: DeliveryEvents { rules: rules() }, orders }
 }
 
 fn address() -> BoxedStrategy<Option<opb::ShippingAddress>> {
-    prop_oneof![3 => Just(Some(good_address())), 2 => fuzz::address()].boxed()
+    prop_oneof![3 => Just(Some(fuzz::valid_address())), 2 => fuzz::address()].boxed()
 }
 
 #[test]
@@ -107,7 +81,7 @@ fn quote_delivery_never_fails_internally() {
         let a = req.shipping_address.clone().unwrap_or_default();
         let must_refuse = fuzz::has_nul([a.line1.as_str(), &a.city, &a.postal_code, &a.country]);
         let allowed = [Code::InvalidArgument, Code::FailedPrecondition];
-        fx.check(&allowed, must_refuse, fx.api.quote_delivery(Request::new(req)))
+        fx.h.call(&allowed, must_refuse, fx.api.quote_delivery(Request::new(req)))
     });
 }
 
@@ -117,7 +91,7 @@ fn get_delivery_never_fails_internally() {
     fuzz::check("GetDelivery", &fuzz::id(fx.orders.clone()), |order_id| {
         let must_refuse = fuzz::has_nul([order_id.as_str()]);
         let req = pb::GetDeliveryRequest { order_id };
-        fx.check(&[Code::InvalidArgument, Code::NotFound], must_refuse, fx.api.get_delivery(Request::new(req)))
+        fx.h.call(&[Code::InvalidArgument, Code::NotFound], must_refuse, fx.api.get_delivery(Request::new(req)))
     });
 }
 
@@ -155,7 +129,9 @@ fn typed_event(orders: Vec<String>) -> BoxedStrategy<(String, Vec<u8>)> {
 #[test]
 fn consumed_records_apply_or_go_to_the_dlq_writing_nothing() {
     let fx = fixture("delivery_fuzz_events");
-    fuzz::check("delivery consumer", &fuzz::record(typed_event(fx.orders.clone())), |r| fx.consume(&r));
+    fuzz::check("delivery consumer", &fuzz::record(typed_event(fx.orders.clone())), |r| {
+        fx.h.consume(&fx.handler, topics::ORDER_EVENTS, &r)
+    });
 }
 
 // Regression cases found by the properties above (a transient failure retried forever
@@ -163,7 +139,7 @@ fn consumed_records_apply_or_go_to_the_dlq_writing_nothing() {
 
 fn permanent(fx: &Fixture, r: &Record) -> String {
     let event = fuzz::inbound(topics::ORDER_EVENTS, r).expect("headers accepted");
-    fx.rt.block_on(fuzz::expect_permanent(&fx.db, &fx.handler, &event))
+    fx.h.rt.block_on(fuzz::expect_permanent(&fx.h.db, &fx.handler, &event))
 }
 
 /// NUL in `ce_id`, in `OrderPlaced`'s order id or an address line; `OrderCancelled`
@@ -173,11 +149,11 @@ fn regression_malformed_order_events_go_to_the_dlq() {
     let fx = fixture("delivery_reg_events");
     let good = ev::OrderPlaced {
         order_id: uuid::Uuid::new_v4().to_string(),
-        shipping_address: Some(good_address()),
+        shipping_address: Some(fuzz::valid_address()),
         ..Default::default()
     };
     let nul_line = ev::OrderPlaced {
-        shipping_address: Some(opb::ShippingAddress { line1: "1\u{0}".into(), ..good_address() }),
+        shipping_address: Some(opb::ShippingAddress { line1: "1\u{0}".into(), ..fuzz::valid_address() }),
         ..good.clone()
     };
     let cases = [
@@ -203,10 +179,10 @@ fn regression_malformed_order_events_go_to_the_dlq() {
 fn regression_quote_with_nul_in_address_is_invalid_argument() {
     let fx = fixture("delivery_reg_quote");
     let req = pb::QuoteDeliveryRequest {
-        shipping_address: Some(opb::ShippingAddress { postal_code: "04\u{0}524".into(), ..good_address() }),
+        shipping_address: Some(opb::ShippingAddress { postal_code: "04\u{0}524".into(), ..fuzz::valid_address() }),
         items: vec![],
     };
-    let err = fx.rt.block_on(fx.api.quote_delivery(Request::new(req))).unwrap_err();
+    let err = fx.h.rt.block_on(fx.api.quote_delivery(Request::new(req))).unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert!(err.message().starts_with("shipping_address.postal_code"), "{err:?}");
 }
@@ -219,7 +195,7 @@ fn regression_a_row_with_an_unknown_value_fails_the_event_permanently() {
     use sea_orm::ConnectionTrait;
 
     let fx = fixture("delivery_reg_corrupt_row");
-    let sql = |sql: String| fx.rt.block_on(fx.db.execute_unprepared(&sql)).expect("update");
+    let sql = |sql: String| fx.h.rt.block_on(fx.h.db.execute_unprepared(&sql)).expect("update");
     let (quarantined, odd_reason) = (&fx.orders[0], &fx.orders[1]);
     sql(format!("UPDATE deliveries SET status = 'QUARANTINED' WHERE order_id = '{quarantined}'"));
     sql(format!("UPDATE deliveries SET status = 'FAILED', failure_reason = 'LOST' WHERE order_id = '{odd_reason}'"));
@@ -233,13 +209,13 @@ fn regression_a_row_with_an_unknown_value_fails_the_event_permanently() {
     let err = permanent(&fx, &cancel("c-2", odd_reason));
     assert!(err.contains("bad failure_reason LOST"), "{err}");
     let get = pb::GetDeliveryRequest { order_id: quarantined.clone() };
-    let status = fx.rt.block_on(fx.api.get_delivery(Request::new(get))).unwrap_err();
+    let status = fx.h.rt.block_on(fx.api.get_delivery(Request::new(get))).unwrap_err();
     assert_eq!(status.code(), Code::Internal);
 
     sql(format!("UPDATE deliveries SET status = 'SCHEDULED' WHERE order_id = '{quarantined}'"));
     let event = fuzz::inbound(topics::ORDER_EVENTS, &cancel("c-3", quarantined)).expect("headers");
-    fx.rt.block_on(apply(&fx.db, &fx.handler, &event)).expect("applies once fixed");
+    fx.h.rt.block_on(apply(&fx.h.db, &fx.handler, &event)).expect("applies once fixed");
     let get = pb::GetDeliveryRequest { order_id: quarantined.clone() };
-    let delivery = fx.rt.block_on(fx.api.get_delivery(Request::new(get))).expect("readable").into_inner();
+    let delivery = fx.h.rt.block_on(fx.api.get_delivery(Request::new(get))).expect("readable").into_inner();
     assert_eq!(delivery.status(), pb::DeliveryStatus::Cancelled);
 }

@@ -3,12 +3,12 @@
 
 use async_trait::async_trait;
 use cloudmart_platform::{
-    consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable, proto::order::v1::ShippingAddress,
+    consumer::CreateProcessedEventsTable, db, outbox::CreateOutboxTable, proto::order::v1::ShippingAddress,
 };
 use sea_orm::{
     ActiveEnum,
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect, Schema,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QuerySelect,
     sea_query::{Expr, ExprTrait, OnConflict},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
@@ -146,9 +146,8 @@ impl MigrationName for CreateDeliveries {
 #[async_trait]
 impl MigrationTrait for CreateDeliveries {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let schema = Schema::new(m.get_database_backend());
-        m.create_table(schema.create_table_from_entity(deliveries::Entity).if_not_exists().to_owned()).await?;
-        m.create_table(schema.create_table_from_entity(capacity::Entity).if_not_exists().to_owned()).await
+        db::create_table(m, deliveries::Entity).await?;
+        db::create_table(m, capacity::Entity).await
     }
 }
 
@@ -272,8 +271,9 @@ mod tests {
                 r#"CREATE TABLE IF NOT EXISTS "deliveries" ( "delivery_id" varchar NOT NULL PRIMARY KEY, "order_id" varchar NOT NULL UNIQUE, "status" varchar NOT NULL, "ship_line1" varchar NOT NULL, "ship_city" varchar NOT NULL, "ship_postal_code" varchar NOT NULL, "ship_country" varchar NOT NULL, "capacity_day" varchar, "scheduled_for" {time}, "failure_reason" varchar, "created_at" {time} NOT NULL, "updated_at" {time} NOT NULL )"#
             )
         };
-        let table =
-            |backend| Schema::new(backend).create_table_from_entity(deliveries::Entity).if_not_exists().to_owned();
+        let table = |backend| {
+            sea_orm::Schema::new(backend).create_table_from_entity(deliveries::Entity).if_not_exists().to_owned()
+        };
         assert_eq!(table(DbBackend::Postgres).to_string(PostgresQueryBuilder), columns("timestamp with time zone"));
         assert_eq!(table(DbBackend::Sqlite).to_string(SqliteQueryBuilder), columns("timestamp_with_timezone_text"));
     }

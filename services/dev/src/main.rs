@@ -5,11 +5,10 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use anyhow::Context as _;
 use clap::Parser;
 use cloudmart_platform::{
-    config::{KafkaArgs, TelemetryArgs},
-    kafka::EmbeddedBroker,
-    service::shutdown_signal,
+    app::build, config::TelemetryArgs, kafka::EmbeddedBroker, proto::contract::topics, service::shutdown_signal,
     telemetry,
 };
 use tokio_util::sync::CancellationToken;
@@ -48,6 +47,11 @@ struct Args {
     telemetry: TelemetryArgs,
 }
 
+/// A service's configuration from its command line (a bad value names its flag).
+fn parse<C: Parser>(argv: Vec<String>) -> anyhow::Result<C> {
+    C::try_parse_from(&argv).with_context(|| argv[0].clone())
+}
+
 fn metrics_addr(base: u16, offset: u16) -> SocketAddr {
     let port = if base == 0 { 0 } else { base.saturating_add(offset) };
     SocketAddr::from(([127, 0, 0, 1], port))
@@ -62,35 +66,37 @@ async fn main() -> anyhow::Result<()> {
     let (_embedded, brokers) = match &args.kafka_brokers {
         Some(b) => (None, b.clone()),
         None => {
-            let broker = EmbeddedBroker::start("", 3)?;
+            let broker = EmbeddedBroker::start("", 3, &topics::ALL)?;
             let b = broker.bootstrap_servers().to_owned();
             (Some(broker), b)
         }
     };
-    let mut kafka = KafkaArgs::new(brokers.clone());
     // The embedded broker was started with every topic of the contract.
-    kafka.create_topics = args.kafka_brokers.is_some();
-    let db = |name: &str| format!("sqlite://{}/{name}.db", args.data_dir.display());
+    let create_topics = args.kafka_brokers.is_some();
+    let data = args.data_dir.display();
+    // Each service's configuration comes from its own command line, as `cloudmart-<name>
+    // --flag …` would parse it; what is not given here keeps the service's default.
+    let flags = |grpc: SocketAddr, metrics: SocketAddr, name: &str| -> Vec<String> {
+        vec![
+            format!("cloudmart-{name}"),
+            format!("--grpc-addr={grpc}"),
+            format!("--metrics-addr={metrics}"),
+            format!("--database-url=sqlite://{data}/{name}.db"),
+            format!("--kafka-brokers={brokers}"),
+            format!("--kafka-create-topics={create_topics}"),
+        ]
+    };
 
-    let mut delivery_cfg = cloudmart_delivery::Config::for_tests(&db("delivery"), kafka.clone());
-    delivery_cfg.grpc_addr = args.delivery_addr;
-    delivery_cfg.metrics_addr = metrics_addr(args.metrics_port_base, 1);
-    delivery_cfg.group_id = "cloudmart-delivery".into();
-    delivery_cfg.fault_delivery_fail_postal_codes = args.fail_postal_codes.split(',').map(str::to_owned).collect();
-    let delivery = cloudmart_delivery::Application::build(delivery_cfg).await?;
+    let mut delivery_flags = flags(args.delivery_addr, metrics_addr(args.metrics_port_base, 1), "delivery");
+    delivery_flags.push(format!("--fault-delivery-fail-postal-codes={}", args.fail_postal_codes));
+    let delivery = build::<cloudmart_delivery::Application>(parse(delivery_flags)?).await?;
 
-    let mut order_cfg =
-        cloudmart_order::Config::for_tests(&db("order"), kafka.clone(), &format!("http://{}", delivery.grpc_addr()));
-    order_cfg.grpc_addr = args.order_addr;
-    order_cfg.metrics_addr = metrics_addr(args.metrics_port_base, 0);
-    order_cfg.group_id = "cloudmart-order".into();
-    let order = cloudmart_order::Application::build(order_cfg).await?;
+    let mut order_flags = flags(args.order_addr, metrics_addr(args.metrics_port_base, 0), "order");
+    order_flags.push(format!("--delivery-endpoint=http://{}", delivery.grpc_addr()));
+    let order = build::<cloudmart_order::Application>(parse(order_flags)?).await?;
 
-    let mut timesale_cfg = cloudmart_timesale::Config::for_tests(&db("timesale"), kafka.clone());
-    timesale_cfg.grpc_addr = args.timesale_addr;
-    timesale_cfg.metrics_addr = metrics_addr(args.metrics_port_base, 2);
-    timesale_cfg.group_id = "cloudmart-timesale".into();
-    let timesale = cloudmart_timesale::Application::build(timesale_cfg).await?;
+    let timesale_flags = flags(args.timesale_addr, metrics_addr(args.metrics_port_base, 2), "timesale");
+    let timesale = build::<cloudmart_timesale::Application>(parse(timesale_flags)?).await?;
 
     let token = CancellationToken::new();
     let order_addr = order.grpc_addr();

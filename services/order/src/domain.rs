@@ -79,7 +79,7 @@ pub const DELIVERY_FAILED: &str = "DELIVERY_FAILED";
 pub const CUSTOMER_REQUEST: &str = "CUSTOMER_REQUEST";
 /// Cancel reason of a time-sale order whose address delivery refused to serve (the
 /// word of delivery's refusal).
-pub const UNSERVICEABLE_ADDRESS: &str = cloudmart_platform::grpc::reasons::UNSERVICEABLE_ADDRESS;
+pub const UNSERVICEABLE_ADDRESS: &str = cloudmart_platform::proto::contract::reasons::UNSERVICEABLE_ADDRESS;
 
 /// What happens to an order.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -151,7 +151,10 @@ impl OrderStatus {
 }
 
 use cloudmart_platform::validate::text;
-pub use cloudmart_platform::validate::{Address, FieldError, idempotency_key};
+pub use cloudmart_platform::{
+    proto::contract::Address,
+    validate::{FieldError, idempotency_key},
+};
 
 /// One validated line item (stored as JSON in `orders.items`).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -4,13 +4,14 @@
 //!
 //! Failures are [`HandleError`]s: a malformed event or a corrupt order row is permanent
 //! (the record goes to the DLQ), a database failure or a lost race transient (retried);
-//! `From<StoreError> for HandleError` makes that split for the store.
+//! the store's `StoreError` says which it is (`ApplyFailure`), `?` does the rest.
 
 use async_trait::async_trait;
 use chrono::Utc;
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
-    consumer::{EventHandler, HandleError, InboundEvent},
-    events::{CloudEvent, decode, topics},
+    consumer::{ApplyFailure, EventHandler, HandleError, InboundEvent},
+    events::{CloudEvent, decode},
     proto::events::v1 as ev,
     validate,
 };
@@ -52,7 +53,7 @@ impl TryFrom<&ev::TimeSalePurchased> for Purchase {
             purchase_id: e.purchase_id.clone(),
             customer_id: domain::customer_id(&e.customer_id)?,
             lines: domain::line_items(&[(e.sku.clone(), e.quantity, e.unit_price_cents)])?,
-            address: validate::address(e.shipping_address.as_ref())?,
+            address: Address::parse(e.shipping_address.as_ref())?,
         })
     }
 }
@@ -69,13 +70,11 @@ pub enum Prepared {
 
 /// A corrupt order row can never be applied (permanent); the database may recover
 /// (transient).
-impl From<StoreError> for HandleError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Db(e) => e.into(),
-            corrupt @ (StoreError::Items { .. } | StoreError::NoPurchaseId { .. }) => {
-                HandleError::Permanent(corrupt.into())
-            }
+impl ApplyFailure for StoreError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            StoreError::Db(_) => false,
+            StoreError::Items { .. } | StoreError::NoPurchaseId { .. } => true,
         }
     }
 }

@@ -5,9 +5,12 @@
 use chrono::{DateTime, Datelike, Utc};
 use cloudmart_platform::{
     db::{self, is_unique_violation},
-    grpc::{internal, invalid_argument, not_found, reasons, refusal},
+    grpc::{internal, invalid_argument, not_found, refusal},
     outbox::OutboxSignal,
-    proto::order::v1::{self as pb, order_service_server::OrderService},
+    proto::{
+        contract::{Address, reasons},
+        order::v1::{self as pb, order_service_server::OrderService},
+    },
 };
 use sea_orm::{DatabaseConnection, DbErr};
 use tonic::{Request, Response, Status};
@@ -131,7 +134,7 @@ impl OrderApi {
         let raw: Vec<(String, i32, i64)> =
             req.items.iter().map(|i| (i.sku.clone(), i.quantity, i.unit_price_cents)).collect();
         let lines = domain::line_items(&raw)?;
-        let address = cloudmart_platform::validate::address(req.shipping_address.as_ref())?;
+        let address = Address::parse(req.shipping_address.as_ref())?;
         let key = domain::idempotency_key(&req.idempotency_key)?;
 
         if let Some(k) = &key

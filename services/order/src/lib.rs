@@ -20,14 +20,14 @@ mod malformed;
 pub mod quote;
 pub mod store;
 
-use std::{net::SocketAddr, time::Duration};
+use std::time::Duration;
 
 use clap::Parser;
 use cloudmart_platform::{
-    app::{App, Parts, Settings},
+    app::{App, Parts, Service},
     breaker::BreakerConfig,
-    config::{KafkaArgs, RelayMode, ServerArgs, TelemetryArgs},
-    proto::order::v1::order_service_server::OrderServiceServer,
+    config::{ServiceArgs, ServiceDefaults},
+    proto::{contract::topics, order::v1::order_service_server::OrderServiceServer},
 };
 
 /// `cloudmart-order` configuration: every flag is also an env var.
@@ -35,23 +35,12 @@ use cloudmart_platform::{
 #[command(
     name = "cloudmart-order",
     version,
-    about = "cloudmart order service: places orders and follows them through the delivery saga"
+    about = "cloudmart order service: places orders and follows them through the delivery saga",
+    mut_args(|a| Application::DEFAULTS.apply(a))
 )]
 pub struct Config {
-    /// gRPC listen address.
-    #[arg(long, env = "GRPC_ADDR", default_value = "0.0.0.0:50051")]
-    pub grpc_addr: SocketAddr,
-    /// Prometheus /metrics listen address.
-    #[arg(long, env = "METRICS_ADDR", default_value = "0.0.0.0:9101")]
-    pub metrics_addr: SocketAddr,
-    /// postgres://… or sqlite://… (embedded default: a SQLite file under ./data/).
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/order.db")]
-    pub database_url: String,
     #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Consumer group of this service.
-    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID", default_value = "cloudmart-order")]
-    pub group_id: String,
+    pub service: ServiceArgs,
     /// Delivery service gRPC endpoint (fee quotes).
     #[arg(long, env = "DELIVERY_ENDPOINT", default_value = "http://127.0.0.1:50052")]
     pub delivery_endpoint: String,
@@ -76,13 +65,12 @@ pub struct Config {
     /// Quote circuit breaker: successful probes in a row that close it again.
     #[arg(long, env = "QUOTE_BREAKER_PROBES", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub quote_breaker_probes: u32,
-    /// Outbox relay: `off` leaves events in the outbox (maintenance, crash tests).
-    #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value = "on")]
-    pub outbox_relay: RelayMode,
-    #[command(flatten)]
-    pub server: ServerArgs,
-    #[command(flatten)]
-    pub telemetry: TelemetryArgs,
+}
+
+impl AsRef<ServiceArgs> for Config {
+    fn as_ref(&self) -> &ServiceArgs {
+        &self.service
+    }
 }
 
 impl Config {
@@ -96,18 +84,6 @@ impl Config {
             probes: self.quote_breaker_probes,
         }
     }
-
-    /// Defaults with the given database and broker; gRPC on an ephemeral loopback port.
-    pub fn for_tests(database_url: &str, kafka: KafkaArgs, delivery_endpoint: &str) -> Self {
-        let mut c = Config::parse_from(["cloudmart-order"]);
-        c.grpc_addr = "127.0.0.1:0".parse().expect("valid address");
-        c.metrics_addr = "127.0.0.1:0".parse().expect("valid address");
-        c.database_url = database_url.to_owned();
-        c.group_id = format!("{}cloudmart-order", kafka.topic_prefix);
-        c.kafka = kafka;
-        c.delivery_endpoint = delivery_endpoint.to_owned();
-        c
-    }
 }
 
 /// Counts an order reaching `status` through this process (`cloudmart_orders_total`).
@@ -119,14 +95,17 @@ pub(crate) fn count_reached(status: domain::OrderStatus) {
     );
 }
 
-/// Builds the order service: [`Application::build`] connects, migrates and binds (port 0
-/// allowed) and returns the platform's [`App`] — `grpc_addr()`, `db()`, then
-/// `run_until_stopped()` serves it.
+/// The order service as the platform runs it ([`Service`]):
+/// `cloudmart_platform::app::build::<Application>(config)` connects, migrates, binds
+/// (port 0 allowed) and assembles it into the platform's [`App`].
 pub struct Application;
 
-impl Application {
-    /// Connects, migrates, binds; does not serve yet.
-    pub async fn build(config: Config) -> anyhow::Result<App> {
+impl Service for Application {
+    const DEFAULTS: ServiceDefaults = ServiceDefaults::new("order", 50051, 9101, &topics::ALL);
+    type Config = Config;
+    type Migrator = store::Migrator;
+
+    fn assemble(config: Config, parts: Parts) -> anyhow::Result<App> {
         anyhow::ensure!(
             config.quote_breaker_min_calls <= config.quote_breaker_window,
             "QUOTE_BREAKER_MIN_CALLS ({}) must not exceed QUOTE_BREAKER_WINDOW ({})",
@@ -139,17 +118,6 @@ impl Application {
             config.fallback_fee_cents,
             config.quote_breaker(),
         )?;
-        let parts = Parts::open::<store::Migrator>(Settings {
-            name: "order",
-            database_url: &config.database_url,
-            grpc_addr: config.grpc_addr,
-            metrics_addr: config.metrics_addr,
-            kafka: &config.kafka,
-            group_id: &config.group_id,
-            server: &config.server,
-            outbox_relay: config.outbox_relay,
-        })
-        .await?;
         let api = grpc::OrderApi { db: parts.db.clone(), quotes: quotes.clone(), signal: parts.signal.clone() };
         Ok(parts.assemble(
             OrderServiceServer::new(api).max_decoding_message_size(cloudmart_platform::grpc::MAX_REQUEST_BYTES),

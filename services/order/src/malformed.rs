@@ -13,45 +13,32 @@
 
 use std::time::Duration;
 
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
     breaker::BreakerConfig,
-    events::{CloudEvent, topics},
-    fuzz::{self, Record, proptest::prelude::*},
+    events::CloudEvent,
+    fuzz::{self, Harness, Record, proptest::prelude::*},
     outbox::OutboxSignal,
     proto::{events::v1 as ev, order::v1 as pb, order::v1::order_service_server::OrderService},
-    testkit::TestDatabase,
 };
 use prost::Message;
-use sea_orm::DatabaseConnection;
 use tonic::{Code, Request};
 
 use crate::{events::OrderEvents, grpc::OrderApi, quote::QuoteClient, store};
 
 /// One service on one fresh database, with a few orders of customer `c-1`.
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    db: DatabaseConnection,
+    h: Harness,
     api: OrderApi,
     handler: OrderEvents,
     orders: Vec<String>,
     tokens: Vec<String>,
 }
 
-fn good_address() -> pb::ShippingAddress {
-    pb::ShippingAddress {
-        line1: "1 Main St".into(),
-        city: "Seoul".into(),
-        postal_code: "04524".into(),
-        country: "KR".into(),
-    }
-}
-
 fn fixture(label: &str) -> Fixture {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let (db, api, handler, orders, tokens) = rt.block_on(async {
-        let tdb = TestDatabase::create(label).await.expect("database");
-        let db = cloudmart_platform::db::connect(&tdb.url).await.expect("connect");
-        cloudmart_platform::db::migrate::<store::Migrator>(&db).await.expect("migrate");
+    let h = Harness::new::<store::Migrator>(label, false);
+    let (api, handler, orders, tokens) = h.rt.block_on(async {
+        let db = h.db.clone();
         // Delivery at a closed port: every quote falls back to the flat fee at once.
         let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let endpoint = format!("http://{}", dead.local_addr().expect("addr"));
@@ -64,7 +51,7 @@ fn fixture(label: &str) -> Fixture {
             let req = pb::PlaceOrderRequest {
                 customer_id: "c-1".into(),
                 items: vec![pb::OrderItem { sku: format!("SKU-{i}"), quantity: 1, unit_price_cents: 100 }],
-                shipping_address: Some(good_address()),
+                shipping_address: Some(fuzz::valid_address()),
                 idempotency_key: format!("k-{i}"),
             };
             let order = api.place_order(Request::new(req)).await.expect("seed order").into_inner().order;
@@ -72,24 +59,9 @@ fn fixture(label: &str) -> Fixture {
         }
         let page = pb::ListOrdersRequest { customer_id: "c-1".into(), page_size: 1, page_token: String::new() };
         let token = api.list_orders(Request::new(page)).await.expect("list").into_inner().next_page_token;
-        (db, api, OrderEvents { quotes }, orders, vec![token])
+        (api, OrderEvents { quotes }, orders, vec![token])
     });
-    Fixture { rt, db, api, handler, orders, tokens }
-}
-
-impl Fixture {
-    /// Runs `call` and checks the answer with [`fuzz::check_answer`].
-    fn check<T, F>(&self, allowed: &[Code], must_refuse: bool, call: F) -> Result<(), TestCaseError>
-    where
-        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.rt.block_on(fuzz::call_checked(&self.db, allowed, must_refuse, false, call))
-    }
-
-    /// Feeds `record` to the consumer's step and checks it with [`fuzz::check_applied`].
-    fn consume(&self, topic: &str, record: &Record) -> Result<(), TestCaseError> {
-        self.rt.block_on(fuzz::consume_checked(&self.db, &self.handler, topic, record))
-    }
+    Fixture { h, api, handler, orders, tokens }
 }
 
 /// Mostly `valid`, sometimes hostile text: a request is often valid but for one field.
@@ -106,7 +78,7 @@ fn item() -> BoxedStrategy<pb::OrderItem> {
 }
 
 fn address() -> BoxedStrategy<Option<pb::ShippingAddress>> {
-    prop_oneof![3 => Just(Some(good_address())), 2 => fuzz::address()].boxed()
+    prop_oneof![3 => Just(Some(fuzz::valid_address())), 2 => fuzz::address()].boxed()
 }
 
 fn place_order() -> BoxedStrategy<pb::PlaceOrderRequest> {
@@ -135,7 +107,7 @@ fn place_order_never_fails_internally_and_refusals_write_nothing() {
     let fx = fixture("order_fuzz_place");
     fuzz::check("PlaceOrder", &place_order(), |req| {
         let must_refuse = place_order_nul(&req);
-        fx.check(&[Code::InvalidArgument], must_refuse, fx.api.place_order(Request::new(req)))
+        fx.h.call(&[Code::InvalidArgument], must_refuse, fx.api.place_order(Request::new(req)))
     });
 }
 
@@ -148,11 +120,11 @@ fn get_and_cancel_order_never_fail_internally() {
         if cancel {
             let req = pb::CancelOrderRequest { order_id, reason };
             let allowed = [Code::InvalidArgument, Code::NotFound, Code::FailedPrecondition];
-            fx.check(&allowed, must_refuse, fx.api.cancel_order(Request::new(req)))
+            fx.h.call(&allowed, must_refuse, fx.api.cancel_order(Request::new(req)))
         } else {
             let must_refuse = fuzz::has_nul([order_id.as_str()]);
             let req = pb::GetOrderRequest { order_id };
-            fx.check(&[Code::InvalidArgument, Code::NotFound], must_refuse, fx.api.get_order(Request::new(req)))
+            fx.h.call(&[Code::InvalidArgument, Code::NotFound], must_refuse, fx.api.get_order(Request::new(req)))
         }
     });
 }
@@ -175,7 +147,7 @@ fn list_orders_never_fails_internally() {
         .prop_map(|(customer_id, page_size, page_token)| pb::ListOrdersRequest { customer_id, page_size, page_token });
     fuzz::check("ListOrders", &reqs, |req| {
         let must_refuse = fuzz::has_nul([req.customer_id.as_str(), &req.page_token]);
-        fx.check(&[Code::InvalidArgument], must_refuse, fx.api.list_orders(Request::new(req)))
+        fx.h.call(&[Code::InvalidArgument], must_refuse, fx.api.list_orders(Request::new(req)))
     });
 }
 
@@ -219,7 +191,7 @@ fn consumed_records_apply_or_go_to_the_dlq_writing_nothing() {
     let records = (fuzz::record(typed_event(fx.orders.clone())), any::<bool>());
     fuzz::check("order consumer", &records, |(record, delivery_topic)| {
         let topic = if delivery_topic { topics::DELIVERY_EVENTS } else { topics::TIMESALE_EVENTS };
-        fx.consume(topic, &record)
+        fx.h.consume(&fx.handler, topic, &record)
     });
 }
 
@@ -233,7 +205,7 @@ fn regression_page_token_with_nul_is_invalid_argument() {
     let fx = fixture("order_reg_token");
     for token in ["1700000000000000~ab\u{0}c", "-9223372036854775808~00000000-0000-0000-0000-000000000000"] {
         let req = pb::ListOrdersRequest { customer_id: "c-1".into(), page_size: 0, page_token: token.into() };
-        let err = fx.rt.block_on(fx.api.list_orders(Request::new(req))).unwrap_err();
+        let err = fx.h.rt.block_on(fx.api.list_orders(Request::new(req))).unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{token:?}: {err:?}");
         assert!(err.message().starts_with("page_token"), "{err:?}");
     }
@@ -246,7 +218,7 @@ fn record(ce_id: &str, ce_type: &str, payload: Vec<u8>) -> Record {
 
 fn permanent(fx: &Fixture, topic: &str, r: &Record) -> String {
     let event = fuzz::inbound(topic, r).expect("headers accepted");
-    fx.rt.block_on(fuzz::expect_permanent(&fx.db, &fx.handler, &event))
+    fx.h.rt.block_on(fuzz::expect_permanent(&fx.h.db, &fx.handler, &event))
 }
 
 /// A NUL in `ce_id`, or in a delivery event's order id: the consumer's insert (or the
@@ -274,7 +246,7 @@ fn regression_malformed_purchase_goes_to_the_dlq() {
         sku: "SKU-1".into(),
         quantity: 1,
         unit_price_cents: 100,
-        shipping_address: Some(good_address()),
+        shipping_address: Some(fuzz::valid_address()),
         purchased_at: None,
     };
     let cases = [

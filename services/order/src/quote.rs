@@ -15,8 +15,11 @@ use std::{
 use anyhow::Context as _;
 use cloudmart_platform::{
     breaker::{BreakerConfig, BreakerError, CircuitBreaker, CircuitBreakerLayer, State},
-    grpc::{reason_of, reasons},
-    proto::{delivery::v1 as dpb, delivery::v1::delivery_service_client::DeliveryServiceClient, order::v1 as pb},
+    grpc::reason_of,
+    proto::{
+        contract::reasons, delivery::v1 as dpb, delivery::v1::delivery_service_client::DeliveryServiceClient,
+        order::v1 as pb,
+    },
     trace::{TracedChannel, traced_channel},
 };
 use tonic::{Code, Status, transport::Channel};

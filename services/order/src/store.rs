@@ -11,13 +11,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cloudmart_platform::{
     consumer::CreateProcessedEventsTable,
+    db,
     outbox::{self, CreateOutboxTable},
     proto::{events::v1 as ev, order::v1 as pb},
 };
 use sea_orm::{
-    ActiveValue::Set,
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Schema,
-    sea_query::{Expr, Index},
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, sea_query::Expr,
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 
@@ -80,29 +80,11 @@ impl MigrationName for CreateOrders {
 #[async_trait]
 impl MigrationTrait for CreateOrders {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let schema = Schema::new(m.get_database_backend());
-        m.create_table(schema.create_table_from_entity(orders::Entity).if_not_exists().to_owned()).await?;
-        m.create_index(
-            Index::create()
-                .if_not_exists()
-                .name("orders_idempotency")
-                .table(orders::Entity)
-                .col(orders::Column::CustomerId)
-                .col(orders::Column::IdempotencyKey)
-                .unique()
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .if_not_exists()
-                .name("orders_by_customer")
-                .table(orders::Entity)
-                .col(orders::Column::CustomerId)
-                .col(orders::Column::CreatedAt)
-                .to_owned(),
-        )
-        .await
+        use orders::Column::{CreatedAt, CustomerId, IdempotencyKey};
+        db::create_table(m, orders::Entity).await?;
+        let mut idempotency = db::index("orders_idempotency", orders::Entity, [CustomerId, IdempotencyKey]);
+        m.create_index(idempotency.unique().to_owned()).await?;
+        m.create_index(db::index("orders_by_customer", orders::Entity, [CustomerId, CreatedAt])).await
     }
 }
 
@@ -326,7 +308,8 @@ mod tests {
             ),
         ];
         for (backend, rest) in expected {
-            let ddl = backend.build(&Schema::new(backend).create_table_from_entity(orders::Entity)).to_string();
+            let ddl =
+                backend.build(&sea_orm::Schema::new(backend).create_table_from_entity(orders::Entity)).to_string();
             assert_eq!(ddl, format!("CREATE TABLE \"orders\" {cols}{rest}"), "{backend:?}");
         }
     }

@@ -11,13 +11,13 @@ use std::{
     time::Duration,
 };
 
-use cloudmart_order::{Application, Config, store};
+use cloudmart_order::{Application, store};
 use cloudmart_platform::{
     grpc::reason_of,
     outbox,
     proto::delivery::v1 as dsvc,
     proto::order::v1::{self as pb, order_service_client::OrderServiceClient},
-    testkit::{TestDatabase, TestKafka},
+    testkit::{Spawned, spawn},
 };
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
 use tokio_util::sync::CancellationToken;
@@ -26,15 +26,12 @@ use tonic::{Code, transport::Channel};
 struct TestOrder {
     client: OrderServiceClient<Channel>,
     db: DatabaseConnection,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _kafka: TestKafka,
+    service: Spawned,
 }
 
 impl TestOrder {
     async fn stop(self) {
-        self.token.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 
@@ -45,17 +42,11 @@ fn dead_endpoint() -> String {
 }
 
 async fn spawn_order(label: &str) -> TestOrder {
-    let tdb = TestDatabase::create(label).await.unwrap();
-    let kafka = TestKafka::create(label).await.unwrap();
-    let mut config = Config::for_tests(&tdb.url, kafka.args.clone(), &dead_endpoint());
-    config.quote_timeout_ms = 300;
-    let app = Application::build(config).await.unwrap();
-    let addr = app.grpc_addr();
-    let db = app.db().clone();
-    let token = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(token.clone().cancelled_owned()));
-    let client = OrderServiceClient::connect(format!("http://{addr}")).await.unwrap();
-    TestOrder { client, db, token, task, _kafka: kafka }
+    let dead = dead_endpoint();
+    let service =
+        spawn::<Application>(label, &["--delivery-endpoint", &dead, "--quote-timeout-ms", "300"]).await.unwrap();
+    let client = OrderServiceClient::connect(service.endpoint()).await.unwrap();
+    TestOrder { client, db: service.db.clone(), service }
 }
 
 fn good_request() -> pb::PlaceOrderRequest {
@@ -248,20 +239,18 @@ async fn the_quote_circuit_breaker_opens_on_failures_and_closes_when_delivery_re
             ),
     );
 
-    let label = "order_breaker";
-    let tdb = TestDatabase::create(label).await.unwrap();
-    let kafka = TestKafka::create(label).await.unwrap();
-    let mut config = Config::for_tests(&tdb.url, kafka.args.clone(), &format!("http://{delivery_addr}"));
-    config.quote_breaker_window = 10;
-    config.quote_breaker_min_calls = 5;
-    config.quote_breaker_failure_percent = 50;
-    config.quote_breaker_open_ms = 1000;
-    config.quote_breaker_probes = 2;
-    let app = Application::build(config).await.unwrap();
-    let addr = app.grpc_addr();
-    let token = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(token.clone().cancelled_owned()));
-    let mut client = OrderServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let delivery = format!("http://{delivery_addr}");
+    let breaker = [
+        "--quote-breaker-window=10",
+        "--quote-breaker-min-calls=5",
+        "--quote-breaker-failure-percent=50",
+        "--quote-breaker-open-ms=1000",
+        "--quote-breaker-probes=2",
+    ];
+    let service = spawn::<Application>("order_breaker", &[&["--delivery-endpoint", &delivery][..], &breaker].concat())
+        .await
+        .unwrap();
+    let mut client = OrderServiceClient::connect(service.endpoint()).await.unwrap();
 
     // Delivery fails every quote: 5 calls reach it, then the breaker opens and the next
     // orders get the flat fee without delivery being called at all.
@@ -311,8 +300,7 @@ async fn the_quote_circuit_breaker_opens_on_failures_and_closes_when_delivery_re
         assert_eq!(o.quote_source(), pb::QuoteSource::DeliveryService, "closed again after the probes");
     }
 
-    token.cancel();
-    task.await.unwrap().unwrap();
+    service.stop().await.unwrap();
     server_token.cancel();
     server.await.unwrap().unwrap();
 }

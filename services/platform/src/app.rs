@@ -1,22 +1,32 @@
 //! The start-up every service shares, written once.
 //!
-//! A service's `Application::build` is two steps around its own parts:
+//! A service is a [`Service`]: its name, ports and topics ([`ServiceDefaults`]), a
+//! `clap` `Config` that flattens the shared [`ServiceArgs`], its schema, and `assemble`.
+//! Its binary's `main` is one line, [`run::<Application>()`](run); tests start it through
+//! the same trait (`testkit::spawn`), and the `make dev` launcher parses its flags like any
+//! user would, then calls [`build`].
+//!
+//! [`build`] is two steps around the service's own parts:
 //!
 //! 1. [`Parts::open`] — connect the database and migrate it, make sure the topics exist,
 //!    create the Kafka producer and consumer, bind the gRPC and metrics sockets. Whatever
 //!    fails here fails before anything is served, with the variable it came from named.
-//! 2. The service builds its API and event handler over `parts.db` / `parts.signal`, then
-//!    [`Parts::assemble`] puts them together: the gRPC server (health, reflection, tower
+//! 2. [`Service::assemble`] builds the service's API and event handler over `parts.db` /
+//!    `parts.signal`, then [`Parts::assemble`] puts them together: the gRPC server (health, reflection, tower
 //!    stack), the [`IdempotentConsumer`] over its topics, the metrics server and — unless
 //!    `OUTBOX_RELAY=off` — the [`OutboxRelay`], all under one [`ServiceRuntime`].
 //!
 //! ```text
-//! let parts = Parts::open::<store::Migrator>(Settings { name: "order", .. }).await?;
-//! let api = grpc::OrderApi { db: parts.db.clone(), signal: parts.signal.clone(), .. };
-//! let app = parts.assemble(OrderServiceServer::new(api), events::TOPICS, events::OrderEvents { .. });
+//! fn assemble(config: Config, parts: Parts) -> anyhow::Result<App> {
+//!     let api = grpc::OrderApi { db: parts.db.clone(), signal: parts.signal.clone(), .. };
+//!     Ok(parts.assemble(OrderServiceServer::new(api), &events::TOPICS, events::OrderEvents { .. }))
+//! }
 //! ```
 
 use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use clap::Parser;
 
 use rdkafka::{consumer::StreamConsumer, producer::FutureProducer};
 use sea_orm::DatabaseConnection;
@@ -24,9 +34,9 @@ use sea_orm_migration::MigratorTrait;
 use tokio::net::TcpListener;
 
 use crate::{
-    config::{KafkaArgs, RelayMode, ServerArgs},
+    config::{KafkaArgs, RelayMode, ServerArgs, ServiceArgs, ServiceDefaults},
     consumer::{EventHandler, IdempotentConsumer},
-    db, events,
+    db,
     grpc::{GrpcServer, GrpcService},
     kafka,
     metrics::MetricsServer,
@@ -34,18 +44,39 @@ use crate::{
     service::{ServiceRuntime, worker},
 };
 
-/// The shared settings of a service, borrowed from its `Config`.
-#[derive(Clone, Copy, Debug)]
-pub struct Settings<'a> {
-    /// Short service name (`order`): logs, health, Kafka client ids.
-    pub name: &'static str,
-    pub database_url: &'a str,
-    pub grpc_addr: SocketAddr,
-    pub metrics_addr: SocketAddr,
-    pub kafka: &'a KafkaArgs,
-    pub group_id: &'a str,
-    pub server: &'a ServerArgs,
-    pub outbox_relay: RelayMode,
+/// A cloudmart service as the platform runs it: its name, ports and topics
+/// ([`ServiceDefaults`]), its `clap` configuration (which flattens [`ServiceArgs`]), its
+/// schema, and how it assembles its own parts over the opened connections. The binary's
+/// `main` is [`run::<Service>()`](run); [`build`] does the start-up for tests and
+/// launchers.
+pub trait Service {
+    /// Name, ports and topics; the shared flags' defaults follow from them.
+    const DEFAULTS: ServiceDefaults;
+    /// The service's command line / environment.
+    type Config: clap::Parser + AsRef<ServiceArgs> + Send + 'static;
+    /// The service's schema (its migrations run at start-up).
+    type Migrator: MigratorTrait;
+    /// Builds the service's API and event handler over `parts` and puts them together
+    /// ([`Parts::assemble`]).
+    fn assemble(config: Self::Config, parts: Parts) -> anyhow::Result<App>;
+}
+
+/// Connects, migrates and binds service `S` (port 0 allowed), then assembles it; does not
+/// serve yet — `grpc_addr()`, `db()`, then `run_until_stopped()`.
+pub async fn build<S: Service>(config: S::Config) -> anyhow::Result<App> {
+    let d = S::DEFAULTS;
+    let parts = Parts::open::<S::Migrator>(d.name, config.as_ref(), d.topics).await?;
+    S::assemble(config, parts)
+}
+
+/// The whole `main` of a service binary: parse the flags (clap prints `--help` and names
+/// a bad flag), start logs and traces, build, serve until SIGTERM/Ctrl-C, drain.
+pub async fn run<S: Service>() -> anyhow::Result<()> {
+    let config = S::Config::parse();
+    let _telemetry = crate::telemetry::init(&config.as_ref().telemetry, S::DEFAULTS.name)?;
+    let app = build::<S>(config).await?;
+    tracing::info!(grpc = %app.grpc_addr(), "{} started", S::DEFAULTS.binary());
+    app.run_until_stopped(crate::service::shutdown_signal()).await
 }
 
 /// Connections and sockets, opened; the service's own parts are built over them.
@@ -66,24 +97,25 @@ pub struct Parts {
 }
 
 impl Parts {
-    /// Step 1: connect, migrate with `M`, ensure the topics, create producer and consumer,
-    /// bind the gRPC and metrics addresses.
-    pub async fn open<M: MigratorTrait>(s: Settings<'_>) -> anyhow::Result<Self> {
-        let db = db::connect_with_retry(s.database_url, db::CONNECT_BUDGET).await?;
+    /// Step 1: connect, migrate with `M`, make sure `topics` exist (the contract's, with
+    /// their dead-letter topics), create producer and consumer, bind the gRPC and metrics
+    /// addresses.
+    pub async fn open<M: MigratorTrait>(name: &'static str, s: &ServiceArgs, topics: &[&str]) -> anyhow::Result<Self> {
+        let db = db::connect_with_retry(&s.database_url, db::CONNECT_BUDGET).await?;
         db::migrate::<M>(&db).await?;
-        kafka::ensure_topics(s.kafka, &events::topics::ALL).await?;
-        let client_id = format!("cloudmart-{}", s.name);
-        let producer = kafka::producer(s.kafka, &client_id)?;
-        let consumer = kafka::consumer(s.kafka, s.group_id, &client_id)?;
+        kafka::ensure_topics(&s.kafka, topics).await?;
+        let client_id = format!("cloudmart-{name}");
+        let producer = kafka::producer(&s.kafka, &client_id)?;
+        let consumer = kafka::consumer(&s.kafka, &s.group_id, &client_id)?;
         let listener = TcpListener::bind(s.grpc_addr)
             .await
-            .map_err(|e| anyhow::anyhow!("GRPC_ADDR {}: cannot listen: {e}", s.grpc_addr))?;
+            .with_context(|| format!("GRPC_ADDR {}: cannot listen", s.grpc_addr))?;
         let addr = listener.local_addr()?;
         let metrics = MetricsServer::bind(s.metrics_addr).await?;
         Ok(Self {
             db,
             signal: OutboxSignal::default(),
-            name: s.name,
+            name,
             kafka: s.kafka.clone(),
             server: s.server.clone(),
             relay: s.outbox_relay,
@@ -109,7 +141,7 @@ impl Parts {
             self.signal.clone(),
         );
         let mut runtime = ServiceRuntime::new(self.name, server)
-            .with_worker("metrics", self.metrics.worker())
+            .with_worker("metrics", worker(move |t| self.metrics.run(t)))
             .with_worker("consumer", worker(move |t| consumer.run(t)));
         if self.relay == RelayMode::On {
             let relay = OutboxRelay::new(self.db.clone(), self.producer, self.kafka, self.signal);

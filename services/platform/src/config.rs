@@ -1,9 +1,106 @@
-//! Configuration shared by every service. Each service's own `Config` flattens these
-//! groups; every field is a `--flag` and an env var, validated at start-up.
+//! Configuration shared by every service. Each service's own `Config` flattens
+//! [`ServiceArgs`] — addresses, database, Kafka, consumer group, gRPC server limits and
+//! shutdown, logs and traces — and adds its own flags; every field is a `--flag` and an env
+//! var, validated at start-up.
+//!
+//! The shared flags have no defaults of their own where services differ (ports, database
+//! file, consumer group): a service states its name and ports once as [`ServiceDefaults`]
+//! and installs the defaults on its command with clap's `mut_args`:
+//!
+//! ```
+//! use clap::Parser;
+//! use cloudmart_platform::{
+//!     config::{ServiceArgs, ServiceDefaults},
+//!     proto::contract::topics,
+//! };
+//!
+//! const DEFAULTS: ServiceDefaults = ServiceDefaults::new("order", 50051, 9101, &topics::ALL);
+//!
+//! #[derive(Parser)]
+//! #[command(name = "cloudmart-order", mut_args(|a| DEFAULTS.apply(a)))]
+//! struct Config {
+//!     #[command(flatten)]
+//!     service: ServiceArgs,
+//! }
+//!
+//! let c = Config::try_parse_from(["cloudmart-order", "--grpc-addr", "127.0.0.1:0"]).unwrap();
+//! assert_eq!(c.service.grpc_addr.port(), 0);
+//! assert_eq!(c.service.group_id, "cloudmart-order");
+//! ```
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
-use clap::{Args, ValueEnum};
+use clap::{Arg, Args, ValueEnum};
+
+/// The flags every service has. The defaults that differ per service come from its
+/// [`ServiceDefaults`]; without them the four flags it names are required.
+#[derive(Args, Debug, Clone)]
+pub struct ServiceArgs {
+    /// gRPC listen address.
+    #[arg(long, env = "GRPC_ADDR")]
+    pub grpc_addr: SocketAddr,
+    /// Prometheus /metrics listen address.
+    #[arg(long, env = "METRICS_ADDR")]
+    pub metrics_addr: SocketAddr,
+    /// postgres://… or sqlite://… (embedded default: a SQLite file under ./data/).
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: String,
+    /// Consumer group of this service (replicas share it, so each event is handled once).
+    #[arg(long = "kafka-group-id", env = "KAFKA_GROUP_ID")]
+    pub group_id: String,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Outbox relay: `off` leaves events in the outbox (maintenance, crash tests).
+    #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value = "on")]
+    pub outbox_relay: RelayMode,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub telemetry: TelemetryArgs,
+}
+
+/// What differs between services among the shared flags: a service's name, its two
+/// ports and the topics it makes sure exist at start-up. The defaults follow from them:
+/// gRPC on `0.0.0.0:<grpc_port>`, metrics on `0.0.0.0:<metrics_port>`, the database
+/// `sqlite://data/<name>.db`, the consumer group `cloudmart-<name>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceDefaults {
+    /// Short service name (`order`): logs, health, Kafka client ids, trace `service.name`.
+    pub name: &'static str,
+    pub grpc_port: u16,
+    pub metrics_port: u16,
+    /// Logical topics created at start-up when missing (`KAFKA_CREATE_TOPICS`).
+    pub topics: &'static [&'static str],
+}
+
+impl ServiceDefaults {
+    pub const fn new(name: &'static str, grpc_port: u16, metrics_port: u16, topics: &'static [&'static str]) -> Self {
+        Self { name, grpc_port, metrics_port, topics }
+    }
+
+    /// Gives the [`ServiceArgs`] flag `arg` this service's default (for clap's
+    /// `#[command(mut_args(|a| DEFAULTS.apply(a)))]`); other arguments pass unchanged.
+    pub fn apply(&self, arg: Arg) -> Arg {
+        let default = match arg.get_id().as_str() {
+            "grpc_addr" => format!("0.0.0.0:{}", self.grpc_port),
+            "metrics_addr" => format!("0.0.0.0:{}", self.metrics_port),
+            "database_url" => format!("sqlite://data/{}.db", self.name),
+            "group_id" => self.group_id(),
+            _ => return arg,
+        };
+        arg.required(false).default_value(default)
+    }
+
+    /// The binary's name, `cloudmart-<name>`.
+    pub fn binary(&self) -> String {
+        format!("cloudmart-{}", self.name)
+    }
+
+    /// The default consumer group, `cloudmart-<name>`.
+    pub fn group_id(&self) -> String {
+        format!("cloudmart-{}", self.name)
+    }
+}
 
 /// Kafka connection settings.
 #[derive(Args, Debug, Clone)]
@@ -115,4 +212,64 @@ pub enum RelayMode {
     #[default]
     On,
     Off,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    const DEFAULTS: ServiceDefaults = ServiceDefaults::new("demo", 50059, 9109, &[]);
+
+    #[derive(Parser, Debug)]
+    #[command(name = "cloudmart-demo", mut_args(|a| DEFAULTS.apply(a)))]
+    struct Demo {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[derive(Parser, Debug)]
+    #[command(name = "bare")]
+    struct Bare {
+        #[command(flatten)]
+        service: ServiceArgs,
+    }
+
+    #[test]
+    fn per_service_defaults_fill_the_shared_flags() {
+        let d = Demo::try_parse_from(["cloudmart-demo"]).unwrap();
+        assert_eq!(d.service.grpc_addr.to_string(), "0.0.0.0:50059");
+        assert_eq!(d.service.metrics_addr.to_string(), "0.0.0.0:9109");
+        assert_eq!(d.service.database_url, "sqlite://data/demo.db");
+        assert_eq!(d.service.group_id, "cloudmart-demo");
+        assert_eq!(d.service.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(d.service.server.concurrency_limit, 512);
+        let d =
+            Demo::try_parse_from(["cloudmart-demo", "--grpc-addr", "127.0.0.1:0", "--kafka-group-id", "g"]).unwrap();
+        assert_eq!(d.service.grpc_addr.to_string(), "127.0.0.1:0");
+        assert_eq!(d.service.group_id, "g");
+    }
+
+    #[test]
+    fn without_defaults_the_differing_flags_are_required_and_named() {
+        let err = Bare::try_parse_from(["bare"]).unwrap_err().to_string();
+        for flag in ["--grpc-addr", "--metrics-addr", "--database-url", "--kafka-group-id"] {
+            assert!(err.contains(flag), "{flag} missing from: {err}");
+        }
+    }
+
+    #[test]
+    fn a_bad_value_names_its_flag() {
+        let err = Demo::try_parse_from(["cloudmart-demo", "--grpc-addr", "nowhere"]).unwrap_err().to_string();
+        assert!(err.contains("--grpc-addr"), "{err}");
+    }
+
+    #[test]
+    fn the_help_shows_the_service_defaults() {
+        use clap::CommandFactory;
+        let help = Demo::command().render_long_help().to_string();
+        assert!(help.contains("[default: 0.0.0.0:50059]"), "{help}");
+        assert!(help.contains("[env: KAFKA_GROUP_ID=]"), "{help}");
+    }
 }

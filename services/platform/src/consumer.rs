@@ -36,9 +36,7 @@ use rdkafka::{
     producer::{FutureProducer, FutureRecord},
     util::Timeout,
 };
-use sea_orm::{
-    ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, Schema, sea_query::OnConflict,
-};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, sea_query::OnConflict};
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -53,7 +51,7 @@ const RETRY_CAP: Duration = Duration::from_secs(5);
 use crate::{
     backoff::Backoff,
     config::KafkaArgs,
-    events::{EventMeta, headers, topics},
+    events::{EventMeta, dlq_topic, headers},
     outbox::OutboxSignal,
 };
 
@@ -89,8 +87,7 @@ impl MigrationName for CreateProcessedEventsTable {
 #[async_trait]
 impl MigrationTrait for CreateProcessedEventsTable {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let schema = Schema::new(manager.get_database_backend());
-        manager.create_table(schema.create_table_from_entity(entity::Entity).if_not_exists().to_owned()).await
+        crate::db::create_table(manager, entity::Entity).await
     }
 }
 
@@ -117,6 +114,28 @@ pub enum HandleError {
     Transient(anyhow::Error),
 }
 
+/// A service's typed failure to apply an event, classified where it is defined: the
+/// variants retrying cannot help (a payload that does not decode, a field no database
+/// stores, a corrupt row) are permanent, the rest transient. `?` turns any such error into
+/// the matching [`HandleError`] — the one classifier every handler goes through.
+pub trait ApplyFailure: std::error::Error + Send + Sync + 'static {
+    /// True when retrying cannot help: the record goes to the DLQ.
+    fn is_permanent(&self) -> bool;
+}
+
+impl<E: ApplyFailure> From<E> for HandleError {
+    fn from(e: E) -> Self {
+        if e.is_permanent() { HandleError::Permanent(e.into()) } else { HandleError::Transient(e.into()) }
+    }
+}
+
+/// Whether a database error is permanent for an event: a column value this build cannot
+/// decode (`DbErr::Type`, say an unknown status) fails on every retry; anything else
+/// (connection, conflict, timeout) may pass later.
+pub fn db_error_is_permanent(e: &DbErr) -> bool {
+    matches!(e, DbErr::Type(_))
+}
+
 impl From<DbErr> for HandleError {
     fn from(e: DbErr) -> Self {
         HandleError::Transient(e.into())
@@ -125,7 +144,7 @@ impl From<DbErr> for HandleError {
 
 impl From<prost::DecodeError> for HandleError {
     fn from(e: prost::DecodeError) -> Self {
-        HandleError::Permanent(anyhow::anyhow!("payload does not decode: {e}"))
+        HandleError::Permanent(anyhow::Error::new(e).context("payload does not decode"))
     }
 }
 
@@ -152,6 +171,30 @@ pub trait EventHandler: Send + Sync + 'static {
         event: &InboundEvent,
         prepared: Self::Prepared,
     ) -> Result<(), HandleError>;
+}
+
+/// A handler that asks nothing outside the database — only the transaction step of
+/// [`EventHandler`], with the service's typed failure (classified by [`ApplyFailure`]).
+/// Every `DatabaseHandler` is an `EventHandler` with nothing to prepare.
+#[async_trait]
+pub trait DatabaseHandler: Send + Sync + 'static {
+    /// Why an event could not be applied; says itself whether that is permanent.
+    type Error: ApplyFailure;
+
+    async fn apply(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), Self::Error>;
+}
+
+#[async_trait]
+impl<T: DatabaseHandler> EventHandler for T {
+    type Prepared = ();
+
+    async fn prepare(&self, _event: &InboundEvent) -> Result<(), HandleError> {
+        Ok(())
+    }
+
+    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
+        Ok(self.apply(txn, event).await?)
+    }
 }
 
 /// What [`IdempotentConsumer::apply`] did.
@@ -345,7 +388,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                 }
                 Err(HandleError::Transient(e)) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(event_id = %event.meta.id, error = %e, attempts, retry_in = ?delay, "event failed; retrying");
+                    tracing::warn!(event_id = %event.meta.id, error = format!("{e:#}"), attempts, retry_in = ?delay, "event failed; retrying");
                     tokio::select! {
                         _ = token.cancelled() => return None,
                         _ = tokio::time::sleep(delay) => {}
@@ -395,7 +438,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
         attempts: u32,
         token: &CancellationToken,
     ) -> bool {
-        let dlq_topic = topics::dlq(m.topic());
+        let dlq_topic = dlq_topic(m.topic());
         let origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
         tracing::warn!(topic = %m.topic(), %origin, %error, attempts, "dead-lettering record");
         crate::metrics::dead_lettered(m.topic().strip_prefix(self.kafka.topic_prefix.as_str()).unwrap_or(m.topic()));

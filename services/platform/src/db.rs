@@ -7,10 +7,15 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, DbErr, EntityTrait, Schema, Statement,
+    TransactionTrait,
 };
-use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::{
+    MigratorTrait, SchemaManager,
+    prelude::{Index, IndexCreateStatement, IntoIndexColumn},
+};
 
 /// How long start-up keeps retrying the first database connection: on a fresh install
 /// the database may come up after the services, and a retry inside the process beats a
@@ -50,7 +55,7 @@ pub async fn connect_with_retry(url: &str, budget: Duration) -> anyhow::Result<D
                 if start.elapsed() + delay >= budget {
                     return Err(e.context(format!("gave up after {attempt} attempts in {:?}", start.elapsed())));
                 }
-                tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = %e, "database not reachable yet");
+                tracing::warn!(attempt, retry_in_ms = delay.as_millis() as u64, error = format!("{e:#}"), "database not reachable yet");
                 tokio::time::sleep(delay).await;
                 attempt += 1;
             }
@@ -66,8 +71,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(30));
     if url.starts_with("sqlite:") {
         if let Some(dir) = sqlite_parent_dir(&url) {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| anyhow::anyhow!("DATABASE_URL: cannot create directory {dir}: {e}"))?;
+            std::fs::create_dir_all(&dir).with_context(|| format!("DATABASE_URL: cannot create directory {dir}"))?;
         }
         // One connection serialises writers: SQLite allows one at a time anyway, and this
         // turns "database is locked" into orderly waiting.
@@ -75,9 +79,7 @@ pub async fn connect(url: &str) -> anyhow::Result<DatabaseConnection> {
     } else {
         opts.max_connections(8).min_connections(1);
     }
-    let db = Database::connect(opts)
-        .await
-        .map_err(|e| anyhow::anyhow!("DATABASE_URL {}: cannot connect: {e}", redact(&url)))?;
+    let db = Database::connect(opts).await.with_context(|| format!("DATABASE_URL {}: cannot connect", redact(&url)))?;
     if db.get_database_backend() == DbBackend::Sqlite {
         db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=5000; PRAGMA foreign_keys=ON;").await?;
     }
@@ -148,12 +150,34 @@ pub async fn migrate<M: MigratorTrait>(db: &DatabaseConnection) -> anyhow::Resul
                 [MIGRATION_LOCK_KEY.into()],
             ))
             .await?;
-            M::up(&txn, None).await.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?;
+            M::up(&txn, None).await.context("migration failed")?;
             txn.commit().await?;
         }
-        _ => M::up(db, None).await.map_err(|e| anyhow::anyhow!("migration failed: {e}"))?,
+        _ => M::up(db, None).await.context("migration failed")?,
     }
     Ok(())
+}
+
+/// `CREATE TABLE IF NOT EXISTS` for a sea-orm entity, its columns as the entity declares
+/// them (the migrations of every service and of the platform's own tables).
+pub async fn create_table<E: EntityTrait>(m: &SchemaManager<'_>, entity: E) -> Result<(), DbErr> {
+    let schema = Schema::new(m.get_database_backend());
+    m.create_table(schema.create_table_from_entity(entity).if_not_exists().to_owned()).await
+}
+
+/// `CREATE INDEX IF NOT EXISTS <name> ON <entity> (<columns>)`, for
+/// `SchemaManager::create_index` (add `.unique()` for a unique index).
+pub fn index<E: EntityTrait, C: IntoIndexColumn>(
+    name: &str,
+    entity: E,
+    columns: impl IntoIterator<Item = C>,
+) -> IndexCreateStatement {
+    let mut index = Index::create();
+    index.if_not_exists().name(name).table(entity);
+    for c in columns {
+        index.col(c);
+    }
+    index
 }
 
 /// True when `err` is a unique-constraint violation (both backends).

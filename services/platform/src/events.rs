@@ -1,67 +1,15 @@
-//! The event contract: topics, CloudEvents types and the Kafka binding (binary mode).
-//!
-//! Every event message of `cloudmart.events.v1` implements [`CloudEvent`], which names its
-//! topic and `ce_type`; this is the one place that maps messages to topics.
+//! The CloudEvents Kafka binding (binary mode): the headers every event carries, the
+//! dead-letter headers, and decoding. Which message goes to which topic under which
+//! `ce_type` is the contract's ([`CloudEvent`], in `cloudmart_proto::contract`).
 
-use cloudmart_proto::events::v1 as ev;
+pub use cloudmart_proto::contract::CloudEvent;
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 
-/// Logical topic names (before `KAFKA_TOPIC_PREFIX`).
-pub mod topics {
-    pub const ORDER_EVENTS: &str = "order-events";
-    pub const DELIVERY_EVENTS: &str = "delivery-events";
-    pub const TIMESALE_EVENTS: &str = "timesale-events";
-    /// Every topic of the contract, with its dead-letter topic.
-    pub const ALL: [&str; 6] = [
-        ORDER_EVENTS,
-        DELIVERY_EVENTS,
-        TIMESALE_EVENTS,
-        "order-events.dlq",
-        "delivery-events.dlq",
-        "timesale-events.dlq",
-    ];
-
-    /// `<topic>.dlq`
-    pub fn dlq(topic: &str) -> String {
-        format!("{topic}.dlq")
-    }
+/// The dead-letter topic of `topic` (`<topic>.dlq`; the contract lists them in
+/// [`topics::ALL`](cloudmart_proto::contract::topics::ALL)).
+pub fn dlq_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
 }
-
-/// A protobuf event message with its place in the contract.
-pub trait CloudEvent: prost::Message + Default {
-    /// `ce_type`, e.g. `cloudmart.order.v1.OrderPlaced`.
-    const TYPE: &'static str;
-    /// Logical topic.
-    const TOPIC: &'static str;
-    /// The Kafka key (order id or purchase id).
-    fn key(&self) -> &str;
-}
-
-macro_rules! cloud_event {
-    ($msg:ident, $ty:literal, $topic:expr, $key:ident) => {
-        impl CloudEvent for ev::$msg {
-            const TYPE: &'static str = $ty;
-            const TOPIC: &'static str = $topic;
-            fn key(&self) -> &str {
-                &self.$key
-            }
-        }
-    };
-}
-
-cloud_event!(OrderPlaced, "cloudmart.order.v1.OrderPlaced", topics::ORDER_EVENTS, order_id);
-cloud_event!(OrderConfirmed, "cloudmart.order.v1.OrderConfirmed", topics::ORDER_EVENTS, order_id);
-cloud_event!(OrderCancelled, "cloudmart.order.v1.OrderCancelled", topics::ORDER_EVENTS, order_id);
-cloud_event!(DeliveryScheduled, "cloudmart.delivery.v1.DeliveryScheduled", topics::DELIVERY_EVENTS, order_id);
-cloud_event!(DeliveryFailed, "cloudmart.delivery.v1.DeliveryFailed", topics::DELIVERY_EVENTS, order_id);
-cloud_event!(DeliveryCancelled, "cloudmart.delivery.v1.DeliveryCancelled", topics::DELIVERY_EVENTS, order_id);
-cloud_event!(TimeSalePurchased, "cloudmart.timesale.v1.TimeSalePurchased", topics::TIMESALE_EVENTS, purchase_id);
-cloud_event!(
-    TimeSaleStockRestored,
-    "cloudmart.timesale.v1.TimeSaleStockRestored",
-    topics::TIMESALE_EVENTS,
-    purchase_id
-);
 
 /// CloudEvents Kafka binding header names (binary mode) and our extras.
 pub mod headers {
@@ -153,9 +101,26 @@ impl EventMeta {
     }
 }
 
+/// An event that can never be applied as it is — its payload does not decode, or a field
+/// holds what no database stores — so it is always a permanent failure (the record goes
+/// to the DLQ). Every consumer's typed error wraps it (`#[from] BadEvent`).
+#[derive(Debug, thiserror::Error)]
+pub enum BadEvent {
+    #[error("payload does not decode: {0}")]
+    Decode(#[from] prost::DecodeError),
+    #[error(transparent)]
+    Invalid(#[from] crate::validate::FieldError),
+}
+
+impl crate::consumer::ApplyFailure for BadEvent {
+    fn is_permanent(&self) -> bool {
+        true
+    }
+}
+
 /// Decodes `payload` as `E` when `ce_type` names it.
-pub fn decode<E: CloudEvent>(payload: &[u8]) -> Result<E, prost::DecodeError> {
-    E::decode(payload)
+pub fn decode<E: CloudEvent>(payload: &[u8]) -> Result<E, BadEvent> {
+    Ok(E::decode(payload)?)
 }
 
 #[cfg(test)]
@@ -166,7 +131,7 @@ mod tests {
     fn headers_round_trip() {
         let meta = EventMeta {
             id: "e1".into(),
-            ce_type: ev::OrderPlaced::TYPE.into(),
+            ce_type: "cloudmart.test.v1.Happened".into(),
             source: "order".into(),
             time: "2026-01-01T00:00:00Z".into(),
             traceparent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
@@ -184,10 +149,10 @@ mod tests {
     }
 
     #[test]
-    fn topics_follow_the_contract() {
-        assert_eq!(<ev::OrderPlaced as CloudEvent>::TOPIC, "order-events");
-        assert_eq!(<ev::DeliveryFailed as CloudEvent>::TOPIC, "delivery-events");
-        assert_eq!(<ev::TimeSalePurchased as CloudEvent>::TOPIC, "timesale-events");
-        assert_eq!(topics::dlq("order-events"), "order-events.dlq");
+    fn dead_letter_topics_are_in_the_contract() {
+        use cloudmart_proto::contract::topics;
+        for t in [topics::ORDER_EVENTS, topics::DELIVERY_EVENTS, topics::TIMESALE_EVENTS] {
+            assert!(topics::ALL.contains(&dlq_topic(t).as_str()), "{t}");
+        }
     }
 }

@@ -134,6 +134,16 @@ pub fn timestamp() -> BoxedStrategy<Option<prost_types::Timestamp>> {
     .boxed()
 }
 
+/// A valid shipping address (in a serviceable country), for seeding fixtures.
+pub fn valid_address() -> opb::ShippingAddress {
+    opb::ShippingAddress {
+        line1: "1 Main St".into(),
+        city: "Seoul".into(),
+        postal_code: "04524".into(),
+        country: "KR".into(),
+    }
+}
+
 /// An optional shipping address: missing, valid, or with [`text`] anywhere.
 pub fn address() -> BoxedStrategy<Option<opb::ShippingAddress>> {
     let country = prop_oneof![3 => Just("KR".to_owned()), 1 => Just("kr".to_owned()), 2 => text()];
@@ -291,6 +301,53 @@ pub fn check_applied(
         Err(HandleError::Permanent(_)) => prop_assert_eq!(before, after, "a dead-lettered event changed the database"),
     }
     Ok(())
+}
+
+/// One service's API and consumer on one fresh, migrated database, driven from proptest's
+/// synchronous closures: [`Harness::call`] checks an answer, [`Harness::consume`] a
+/// consumed record (the services' malformed-input tests hold one each).
+pub struct Harness {
+    pub rt: tokio::runtime::Runtime,
+    pub db: DatabaseConnection,
+    /// Every API call under test only reads: it must change no table, even when it succeeds.
+    pub read_only: bool,
+}
+
+impl Harness {
+    /// A two-thread runtime and a fresh database named after `label` ([`TestDatabase`]),
+    /// migrated with `M`.
+    ///
+    /// [`TestDatabase`]: crate::testkit::TestDatabase
+    pub fn new<M: sea_orm_migration::MigratorTrait>(label: &str, read_only: bool) -> Self {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+        let db = rt.block_on(async {
+            let tdb = crate::testkit::TestDatabase::create(label).await.expect("database");
+            let db = crate::db::connect(&tdb.url).await.expect("connect");
+            crate::db::migrate::<M>(&db).await.expect("migrate");
+            db
+        });
+        Self { rt, db, read_only }
+    }
+
+    /// Runs one generated `call` and checks it with [`call_checked`].
+    pub fn call<T>(
+        &self,
+        allowed: &[Code],
+        must_refuse: bool,
+        call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    ) -> Result<(), TestCaseError> {
+        self.rt.block_on(call_checked(&self.db, allowed, must_refuse, self.read_only, call))
+    }
+
+    /// Feeds a generated `record` on `topic` to `handler` and checks it with [`consume_checked`].
+    pub fn consume<H: crate::consumer::EventHandler>(
+        &self,
+        handler: &H,
+        topic: &str,
+        record: &Record,
+    ) -> Result<(), TestCaseError> {
+        self.rt.block_on(consume_checked(&self.db, handler, topic, record))
+    }
 }
 
 /// Runs one generated `call` against `db` and checks its answer with [`check_answer`];

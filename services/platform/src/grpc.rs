@@ -1,4 +1,4 @@
-//! gRPC server bootstrap and the status vocabulary of the contract.
+//! gRPC server bootstrap and status helpers.
 //!
 //! [`GrpcServer`] serves the service's routes plus `grpc.health.v1.Health` (NOT_SERVING
 //! until [`GrpcServer::health`] marks it serving, and again while draining) and server
@@ -14,7 +14,6 @@
 //! Request messages are limited to [`MAX_REQUEST_BYTES`].
 
 use std::{
-    collections::HashMap,
     future::Future,
     net::SocketAddr,
     pin::Pin,
@@ -27,13 +26,11 @@ use tokio::{net::TcpListener, sync::Semaphore};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{
-    Code, Status,
+    Status,
     server::NamedService,
     service::{Routes, RoutesBuilder},
 };
 use tonic_health::{ServingStatus, server::HealthReporter};
-
-use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::config::ServerArgs;
 
@@ -46,36 +43,9 @@ use crate::config::ServerArgs;
 /// keeps serving.
 pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
-/// The `ErrorInfo.domain` of cloudmart's refusals.
-pub const ERROR_DOMAIN: &str = "cloudmart.io";
-
-/// Business refusal reasons (`ErrorInfo.reason`), all `FAILED_PRECONDITION`.
-pub mod reasons {
-    pub const SOLD_OUT: &str = "SOLD_OUT";
-    pub const LIMIT_EXCEEDED: &str = "LIMIT_EXCEEDED";
-    pub const SALE_NOT_ACTIVE: &str = "SALE_NOT_ACTIVE";
-    pub const UNSERVICEABLE_ADDRESS: &str = "UNSERVICEABLE_ADDRESS";
-    pub const INVALID_STATE: &str = "INVALID_STATE";
-}
-
-/// `INVALID_ARGUMENT` naming `field`, with a `BadRequest` field violation.
-pub fn invalid_argument(field: &str, description: impl Into<String>) -> Status {
-    let description = description.into();
-    Status::with_error_details(
-        Code::InvalidArgument,
-        format!("{field}: {description}"),
-        ErrorDetails::with_bad_request_violation(field, description),
-    )
-}
-
-/// `FAILED_PRECONDITION` with `ErrorInfo{reason, domain: cloudmart.io}`.
-pub fn refusal(reason: &str, message: impl Into<String>) -> Status {
-    Status::with_error_details(
-        Code::FailedPrecondition,
-        message,
-        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::<String, String>::new()),
-    )
-}
+/// The contract's error model (`FAILED_PRECONDITION` + `ErrorInfo`, `INVALID_ARGUMENT` +
+/// `BadRequest`); the refusal reasons themselves are the contract's, not the platform's.
+pub use cloudmart_proto::contract::{invalid_argument, reason_of, refusal};
 
 /// `NOT_FOUND` for an unknown id.
 pub fn not_found(what: &str, id: &str) -> Status {
@@ -84,13 +54,8 @@ pub fn not_found(what: &str, id: &str) -> Status {
 
 /// `INTERNAL` for unexpected failures; the cause is logged, not leaked to the client.
 pub fn internal(err: impl std::fmt::Display) -> Status {
-    tracing::error!(error = %err, "internal error");
+    tracing::error!(error = format!("{err:#}"), "internal error");
     Status::internal("internal error; see server logs")
-}
-
-/// The `ErrorInfo.reason` of a status, if it carries one.
-pub fn reason_of(status: &Status) -> Option<String> {
-    status.get_details_error_info().map(|i| i.reason)
 }
 
 /// A generated tonic service (e.g. `OrderServiceServer<Api>`) as the server mounts it.
@@ -282,17 +247,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn refusals_carry_reason() {
-        let s = refusal(reasons::SOLD_OUT, "sold out");
-        assert_eq!(s.code(), Code::FailedPrecondition);
-        assert_eq!(reason_of(&s).as_deref(), Some("SOLD_OUT"));
-        let s = invalid_argument("items[0].quantity", "must be > 0");
-        assert_eq!(s.code(), Code::InvalidArgument);
-        assert!(s.message().contains("items[0].quantity"));
-        assert_eq!(s.get_details_bad_request().unwrap().field_violations[0].field, "items[0].quantity");
-    }
 
     #[test]
     fn health_and_reflection_are_never_shed() {

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use anyhow::Context as _;
 use rdkafka::{
     ClientConfig,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -24,7 +25,7 @@ pub fn producer(kafka: &KafkaArgs, client_id: &str) -> anyhow::Result<FutureProd
         .set("linger.ms", "2")
         .set("message.timeout.ms", "30000")
         .create()
-        .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS {:?}: cannot create producer: {e}", kafka.brokers))
+        .with_context(|| format!("KAFKA_BROKERS {:?}: cannot create producer", kafka.brokers))
 }
 
 /// A consumer with manual offset commits (offsets move only after the effect committed).
@@ -53,10 +54,10 @@ pub fn consumer(kafka: &KafkaArgs, group_id: &str, client_id: &str) -> anyhow::R
         .set("topic.metadata.refresh.interval.ms", "5000")
         .set("allow.auto.create.topics", "true")
         .create()
-        .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS {:?}: cannot create consumer: {e}", kafka.brokers))
+        .with_context(|| format!("KAFKA_BROKERS {:?}: cannot create consumer", kafka.brokers))
 }
 
-/// Creates the contract's topics (with prefix) if they are missing. Brokers that refuse
+/// Creates the `logical` topics (with prefix) if they are missing. Brokers that refuse
 /// CreateTopics (librdkafka's mock cluster auto-creates instead) are logged, not fatal.
 pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Result<()> {
     if !kafka.create_topics {
@@ -65,7 +66,7 @@ pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Resul
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", &kafka.brokers)
         .create()
-        .map_err(|e| anyhow::anyhow!("KAFKA_BROKERS {:?}: cannot create admin client: {e}", kafka.brokers))?;
+        .with_context(|| format!("KAFKA_BROKERS {:?}: cannot create admin client", kafka.brokers))?;
     let names: Vec<String> = logical.iter().map(|t| kafka.topic(t)).collect();
     let new: Vec<NewTopic<'_>> =
         names.iter().map(|n| NewTopic::new(n, kafka.partitions, TopicReplication::Fixed(1))).collect();
@@ -87,6 +88,10 @@ pub async fn ensure_topics(kafka: &KafkaArgs, logical: &[&str]) -> anyhow::Resul
         }
         Ok(Err(e)) => tracing::warn!(error = %e, "CreateTopics failed; relying on auto-creation"),
     }
+    // Dropping an AdminClient joins its polling thread, which wakes only every 100 ms
+    // (rdkafka's admin.rs), then destroys the librdkafka handle: up to ~100 ms of every
+    // start spent waiting, on an async worker thread. Nothing needs that wait.
+    tokio::task::spawn_blocking(move || drop(admin));
     Ok(())
 }
 
@@ -100,11 +105,12 @@ pub struct EmbeddedBroker {
 }
 
 impl EmbeddedBroker {
-    /// Starts a one-broker mock cluster with the contract's topics (under `prefix`).
-    pub fn start(prefix: &str, partitions: i32) -> anyhow::Result<Self> {
+    /// Starts a one-broker mock cluster with `topics` (logical names, created under
+    /// `prefix` with `partitions` each).
+    pub fn start(prefix: &str, partitions: i32, topics: &[&str]) -> anyhow::Result<Self> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<String, String>>();
         let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
-        let prefix = prefix.to_owned();
+        let names: Vec<String> = topics.iter().map(|t| format!("{prefix}{t}")).collect();
         let thread = std::thread::Builder::new().name("embedded-kafka".into()).spawn(move || {
             let cluster = match rdkafka::mocking::MockCluster::new(1) {
                 Ok(c) => c,
@@ -113,8 +119,8 @@ impl EmbeddedBroker {
                     return;
                 }
             };
-            for t in crate::events::topics::ALL {
-                if let Err(e) = cluster.create_topic(&format!("{prefix}{t}"), partitions, 1) {
+            for t in &names {
+                if let Err(e) = cluster.create_topic(t, partitions, 1) {
                     let _ = ready_tx.send(Err(format!("mock cluster topic {t}: {e}")));
                     return;
                 }

@@ -8,7 +8,7 @@
 //! ```
 //!
 //! Serving is one worker: `MetricsServer::bind(config.metrics_addr).await?` at build time and
-//! `runtime.with_worker("metrics", metrics.worker())`.
+//! `runtime.with_worker("metrics", worker(move |t| metrics.run(t)))` (see [`crate::app`]).
 //!
 //! Every name gets the `cloudmart_` prefix.
 
@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use anyhow::Context as _;
 use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
@@ -30,8 +31,6 @@ use prometheus::{
 };
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-use crate::service::{Worker, worker};
 
 const PREFIX: &str = "cloudmart";
 
@@ -261,8 +260,7 @@ pub struct MetricsServer {
 impl MetricsServer {
     /// Binds `addr` (`METRICS_ADDR`); port 0 picks a free one.
     pub async fn bind(addr: SocketAddr) -> anyhow::Result<Self> {
-        let listener =
-            TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("METRICS_ADDR {addr}: cannot listen: {e}"))?;
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("METRICS_ADDR {addr}: cannot listen"))?;
         Ok(Self { listener })
     }
 
@@ -294,11 +292,6 @@ impl MetricsServer {
                 }
             });
         }
-    }
-
-    /// As a [`crate::service::ServiceRuntime`] worker.
-    pub fn worker(self) -> Worker {
-        worker(move |t| self.run(t))
     }
 }
 

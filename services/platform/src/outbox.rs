@@ -22,8 +22,8 @@ use rdkafka::{
 use sea_orm::{
     ActiveValue::Set,
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Schema,
-    sea_query::{Expr, Index, LockBehavior, LockType},
+    QuerySelect,
+    sea_query::{Expr, LockBehavior, LockType},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, SchemaManager};
 use tokio::sync::Notify;
@@ -34,6 +34,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::{
     backoff::Backoff,
     config::KafkaArgs,
+    db,
     events::{CloudEvent, EventMeta},
 };
 
@@ -80,19 +81,9 @@ impl MigrationName for CreateOutboxTable {
 #[async_trait]
 impl MigrationTrait for CreateOutboxTable {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        let schema = Schema::new(manager.get_database_backend());
-        manager.create_table(schema.create_table_from_entity(entity::Entity).if_not_exists().to_owned()).await?;
-        manager
-            .create_index(
-                Index::create()
-                    .if_not_exists()
-                    .name("outbox_unpublished")
-                    .table(entity::Entity)
-                    .col(entity::Column::PublishedAt)
-                    .col(entity::Column::Id)
-                    .to_owned(),
-            )
-            .await
+        db::create_table(manager, entity::Entity).await?;
+        let unpublished = [entity::Column::PublishedAt, entity::Column::Id];
+        manager.create_index(db::index("outbox_unpublished", entity::Entity, unpublished)).await
     }
 }
 
@@ -317,14 +308,14 @@ impl OutboxRelay {
                 measured = Some(std::time::Instant::now());
                 match backlog(&self.db).await {
                     Ok(n) => crate::metrics::outbox_backlog(n),
-                    Err(e) => tracing::debug!(error = %e, "outbox backlog not measured"),
+                    Err(e) => tracing::debug!(error = format!("{e:#}"), "outbox backlog not measured"),
                 }
             }
             match pass {
                 Ok(_) => backoff.reset(),
                 Err(e) => {
                     let delay = backoff.next_delay();
-                    tracing::warn!(error = %e, retry_in = ?delay, "outbox relay pass failed");
+                    tracing::warn!(error = format!("{e:#}"), retry_in = ?delay, "outbox relay pass failed");
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => continue,
                         _ = token.cancelled() => break,
@@ -338,7 +329,7 @@ impl OutboxRelay {
             }
         }
         if let Err(e) = self.drain().await {
-            tracing::warn!(error = %e, "final outbox pass failed; rows stay for the next start");
+            tracing::warn!(error = format!("{e:#}"), "final outbox pass failed; rows stay for the next start");
         }
         let producer = self.producer.clone();
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(10)))).await??;

@@ -67,14 +67,14 @@ impl ServiceRuntime {
                 failure = Some(match res {
                     Ok(Ok(())) => anyhow::anyhow!("gRPC server stopped unexpectedly"),
                     Ok(Err(e)) => e.context("gRPC server failed"),
-                    Err(e) => anyhow::anyhow!("gRPC server panicked: {e}"),
+                    Err(e) => anyhow::Error::new(e).context("gRPC server panicked"),
                 });
             }
             Some(res) = workers.join_next() => {
                 failure = Some(match res {
                     Ok((name, Ok(()))) => anyhow::anyhow!("worker {name} stopped unexpectedly"),
                     Ok((name, Err(e))) => e.context(format!("worker {name} failed")),
-                    Err(e) => anyhow::anyhow!("worker panicked: {e}"),
+                    Err(e) => anyhow::Error::new(e).context("worker panicked"),
                 });
             }
         }

@@ -24,6 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use anyhow::Context as _;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
 use tracing::{Dispatch, Event, Subscriber, dispatcher::WeakDispatch};
@@ -89,14 +90,14 @@ impl TraceExport {
             .enable_all()
             .thread_name("otel-export")
             .build()
-            .map_err(|e| anyhow::anyhow!("telemetry runtime: {e}"))?;
+            .context("telemetry runtime")?;
         // The tonic channel spawns its connection tasks on the runtime it is built in.
         let exporter = {
             let _enter = rt.enter();
             opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .build()
-                .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter: {e}"))?
+                .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter")?
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -107,7 +108,7 @@ impl TraceExport {
                 });
                 rt.shutdown_timeout(Duration::from_secs(1));
             })
-            .map_err(|e| anyhow::anyhow!("telemetry thread: {e}"))?;
+            .context("telemetry thread")?;
         let provider = SdkTracerProvider::builder().with_batch_exporter(exporter).with_resource(resource).build();
         Ok(Self { provider, stop: Some(stop), thread: Some(thread) })
     }
@@ -151,7 +152,7 @@ pub fn init(args: &TelemetryArgs, default_service_name: &str) -> anyhow::Result<
         .filter(|n| !n.starts_with("unknown_service"));
     let service_name = args.service_name.clone().or(from_env).unwrap_or_else(|| default_service_name.to_owned());
     let filter = EnvFilter::try_new(&args.log_filter)
-        .map_err(|e| anyhow::anyhow!("RUST_LOG {:?} is not a valid filter: {e}", args.log_filter))?;
+        .with_context(|| format!("RUST_LOG {:?} is not a valid filter", args.log_filter))?;
     let format =
         args.log_format.unwrap_or(if std::io::stdout().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
     let export = match args.otlp_endpoint.as_deref().map(str::trim) {

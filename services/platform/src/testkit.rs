@@ -3,11 +3,17 @@
 //! embedded defaults (SQLite file, in-process mock broker). Each helper prints which
 //! backend it used.
 
-use std::{future::Future, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 
-use sea_orm::{ConnectionTrait, Database};
+use anyhow::Context as _;
+use clap::Parser;
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
-use crate::{config::KafkaArgs, kafka::EmbeddedBroker};
+use cloudmart_proto::contract::topics;
+
+use crate::{app::Service, config::KafkaArgs, kafka::EmbeddedBroker};
 
 fn short_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_owned()
@@ -79,12 +85,12 @@ impl TestKafka {
                     create_topics: true,
                     session_timeout_ms: 10_000,
                 };
-                crate::kafka::ensure_topics(&args, &crate::events::topics::ALL).await?;
+                crate::kafka::ensure_topics(&args, &topics::ALL).await?;
                 eprintln!("[testkit] {label}: Kafka at {brokers}, topic prefix {prefix}");
                 Ok(Self { args, backend: "kafka", _embedded: None })
             }
             None => {
-                let broker = EmbeddedBroker::start(&prefix, 3)?;
+                let broker = EmbeddedBroker::start(&prefix, 3, &topics::ALL)?;
                 let args = KafkaArgs {
                     brokers: broker.bootstrap_servers().to_owned(),
                     topic_prefix: prefix,
@@ -100,6 +106,63 @@ impl TestKafka {
             }
         }
     }
+}
+
+/// A service started in this test's process by [`spawn`]: its own database and topic
+/// namespace, gRPC and metrics on ephemeral loopback ports, serving until [`stop`].
+///
+/// [`stop`]: Spawned::stop
+pub struct Spawned {
+    /// The bound gRPC address.
+    pub addr: SocketAddr,
+    /// The service's database (to check what it wrote).
+    pub db: DatabaseConnection,
+    /// The broker and topic namespace it uses.
+    pub kafka: TestKafka,
+    token: CancellationToken,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Spawned {
+    /// `http://<addr>`, for a tonic client.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts the service down as SIGTERM would (drain, commit, flush) and returns how its
+    /// run ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.token.cancel();
+        self.task.await?
+    }
+}
+
+/// Starts service `S` in this process the way its binary would — its `Config` parsed from
+/// flags — on a fresh [`TestDatabase`] and [`TestKafka`] namespace named after `label`,
+/// gRPC and metrics on ephemeral loopback ports, then `extra` flags (the test's own
+/// settings, e.g. `["--reservation", "naive"]`; a later flag wins).
+pub async fn spawn<S: Service>(label: &str, extra: &[&str]) -> anyhow::Result<Spawned> {
+    let database = TestDatabase::create(label).await?;
+    let kafka = TestKafka::create(label).await?;
+    let k = &kafka.args;
+    let mut argv = vec![
+        S::DEFAULTS.binary(),
+        "--grpc-addr=127.0.0.1:0".to_owned(),
+        "--metrics-addr=127.0.0.1:0".to_owned(),
+        format!("--database-url={}", database.url),
+        format!("--kafka-brokers={}", k.brokers),
+        format!("--kafka-topic-prefix={}", k.topic_prefix),
+        format!("--kafka-create-topics={}", k.create_topics),
+        format!("--kafka-group-id={}{}", k.topic_prefix, S::DEFAULTS.group_id()),
+    ];
+    argv.extend(extra.iter().map(|a| (*a).to_owned()));
+    let config = S::Config::try_parse_from(&argv).with_context(|| argv.join(" "))?;
+    let app = crate::app::build::<S>(config).await?;
+    let addr = app.grpc_addr();
+    let db = app.db().clone();
+    let token = CancellationToken::new();
+    let task = tokio::spawn(app.run_until_stopped(token.clone().cancelled_owned()));
+    Ok(Spawned { addr, db, kafka, token, task })
 }
 
 /// Polls `check` until it returns `Some`, failing with `what` after `timeout`.

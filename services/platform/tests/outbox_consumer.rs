@@ -8,12 +8,13 @@ use std::{
 };
 
 use async_trait::async_trait;
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
     consumer::{
         self, Applied, CreateProcessedEventsTable, EventHandler, HandleError, IdempotentConsumer, InboundEvent,
     },
     db,
-    events::{CloudEvent, EventMeta, decode, headers, topics},
+    events::{CloudEvent, EventMeta, decode, headers},
     kafka, outbox,
     outbox::{CreateOutboxTable, OutboxRelay, OutboxSignal},
     proto::events::v1 as ev,
@@ -210,7 +211,7 @@ async fn publish_placed(kafka: &TestKafka, key: &str, id: &str) -> (i32, i64) {
 /// Records on every partition of `logical`'s dead-letter topic (its high watermarks).
 fn dlq_size(kafka: &TestKafka, logical: &str) -> i64 {
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let topic = kafka.args.topic(&topics::dlq(logical));
+    let topic = kafka.args.topic(&cloudmart_platform::events::dlq_topic(logical));
     let c: BaseConsumer = rdkafka::ClientConfig::new().set("bootstrap.servers", &kafka.args.brokers).create().unwrap();
     let meta = c.fetch_metadata(Some(&topic), Duration::from_secs(10)).unwrap();
     let partitions = meta.topics().first().map(|t| t.partitions().len()).unwrap_or(0);
@@ -330,7 +331,13 @@ async fn malformed_records_go_to_the_dlq_and_the_consumer_keeps_going() {
     })
     .await;
 
-    let dlq = read_records(&kafka.args, &topics::dlq(topics::ORDER_EVENTS), 2, Duration::from_secs(30)).await;
+    let dlq = read_records(
+        &kafka.args,
+        &cloudmart_platform::events::dlq_topic(topics::ORDER_EVENTS),
+        2,
+        Duration::from_secs(30),
+    )
+    .await;
     let errors: Vec<&str> = dlq.iter().map(|r| r.headers[headers::DLQ_ERROR].as_str()).collect();
     assert!(errors.iter().any(|e| e.contains("missing header ce_specversion")), "{errors:?}");
     assert!(errors.iter().any(|e| e.contains("payload does not decode")), "{errors:?}");
@@ -426,7 +433,13 @@ async fn a_permanent_failure_is_dead_lettered_with_its_origin_and_attempts() {
     .await;
     assert_eq!(applied_ids(&db).await, ["p-2"], "the poisoned event changed nothing");
 
-    let dlq = read_records(&kafka.args, &topics::dlq(topics::ORDER_EVENTS), 1, Duration::from_secs(30)).await;
+    let dlq = read_records(
+        &kafka.args,
+        &cloudmart_platform::events::dlq_topic(topics::ORDER_EVENTS),
+        1,
+        Duration::from_secs(30),
+    )
+    .await;
     assert_eq!(dlq.len(), 1);
     let r = &dlq[0];
     let h = &r.headers;

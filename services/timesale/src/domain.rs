@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use cloudmart_platform::validate::{Address, FieldError};
+use cloudmart_platform::{proto::contract::Address, validate::FieldError};
 use sea_orm::{DeriveActiveEnum, EnumIter, sea_query::StringLen};
 
 /// The immutable part of a sale (cached by the service; stock is never cached).

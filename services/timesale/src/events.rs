@@ -3,12 +3,13 @@
 //! idempotent consumer drops redelivered events).
 
 use async_trait::async_trait;
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
-    consumer::{EventHandler, HandleError, InboundEvent},
-    events::{CloudEvent, decode, topics},
+    consumer::{ApplyFailure, DatabaseHandler, InboundEvent, db_error_is_permanent},
+    events::{BadEvent, CloudEvent, decode},
     outbox,
     proto::events::v1 as ev,
-    validate::{self, FieldError},
+    validate,
 };
 use sea_orm::{DatabaseTransaction, DbErr};
 
@@ -22,16 +23,13 @@ pub const TOPICS: [&str; 1] = [topics::ORDER_EVENTS];
 
 pub struct TimeSaleEvents;
 
-/// Why an order event could not be applied; `From<ApplyError> for HandleError` says
+/// Why an order event could not be applied; its `ApplyFailure` impl says
 /// which failures a retry can cure.
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
-    /// The payload does not decode (permanent).
+    /// The payload does not decode or a field holds what no database stores (permanent).
     #[error(transparent)]
-    Decode(#[from] prost::DecodeError),
-    /// A field no database can store (permanent).
-    #[error(transparent)]
-    Invalid(#[from] FieldError),
+    Bad(#[from] BadEvent),
     /// The purchase moved between reading and updating it (transient: read it again).
     #[error("purchase {purchase_id} changed concurrently")]
     Conflict { purchase_id: String },
@@ -44,30 +42,23 @@ pub enum ApplyError {
     Db(#[from] DbErr),
 }
 
-impl From<ApplyError> for HandleError {
-    fn from(e: ApplyError) -> Self {
-        match e {
-            ApplyError::Decode(e) => e.into(),
-            ApplyError::Invalid(e) => e.into(),
-            ApplyError::Db(e @ DbErr::Type(_)) => HandleError::Permanent(e.into()),
-            ApplyError::Db(e) => e.into(),
-            ApplyError::Conflict { .. } => HandleError::Transient(e.into()),
-            ApplyError::StockOverflow { .. } => HandleError::Permanent(e.into()),
+impl ApplyFailure for ApplyError {
+    fn is_permanent(&self) -> bool {
+        match self {
+            ApplyError::Bad(_) | ApplyError::StockOverflow { .. } => true,
+            ApplyError::Db(e) => db_error_is_permanent(e),
+            ApplyError::Conflict { .. } => false,
         }
     }
 }
 
+/// Nothing to ask outside the database.
 #[async_trait]
-impl EventHandler for TimeSaleEvents {
-    /// Nothing to ask outside the database.
-    type Prepared = ();
+impl DatabaseHandler for TimeSaleEvents {
+    type Error = ApplyError;
 
-    async fn prepare(&self, _event: &InboundEvent) -> Result<(), HandleError> {
-        Ok(())
-    }
-
-    async fn handle(&self, txn: &DatabaseTransaction, event: &InboundEvent, (): ()) -> Result<(), HandleError> {
-        Ok(on_order_event(txn, event).await?)
+    async fn apply(&self, txn: &DatabaseTransaction, event: &InboundEvent) -> Result<(), ApplyError> {
+        on_order_event(txn, event).await
     }
 }
 
@@ -88,12 +79,18 @@ async fn on_order_event(txn: &DatabaseTransaction, event: &InboundEvent) -> Resu
         _ => return Ok(()),
     };
     // Both reach the database (a lookup, the purchase's order link).
-    validate::event_text("time_sale_purchase_id", &purchase_id)?;
-    validate::event_text("order_id", &order_id)?;
+    check_ids(&purchase_id, &order_id)?;
     if purchase_id.is_empty() {
         return Ok(()); // a regular order
     }
     apply(txn, &purchase_id, &order_id, what).await
+}
+
+/// The ids of an order event reach the database: bounded, free of control characters.
+fn check_ids(purchase_id: &str, order_id: &str) -> Result<(), BadEvent> {
+    validate::event_text("time_sale_purchase_id", purchase_id)?;
+    validate::event_text("order_id", order_id)?;
+    Ok(())
 }
 
 async fn apply(
@@ -151,11 +148,11 @@ async fn apply(
 mod tests {
     use chrono::Utc;
     use cloudmart_platform::{
-        consumer::apply,
+        consumer::{HandleError, apply},
         db,
         fuzz::{self, Record},
+        proto::contract::Address,
         testkit::TestDatabase,
-        validate::Address,
     };
     use prost::Message;
     use sea_orm::ConnectionTrait;

@@ -6,9 +6,12 @@ use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Datelike, Utc};
 use cloudmart_platform::{
-    grpc::{internal, not_found, reasons, refusal},
+    grpc::{internal, not_found, refusal},
     metrics,
-    proto::timesale::v1::{self as pb, time_sale_service_server::TimeSaleService},
+    proto::{
+        contract::{Address, reasons},
+        timesale::v1::{self as pb, time_sale_service_server::TimeSaleService},
+    },
     validate::{self, FieldError},
 };
 use sea_orm::{DatabaseConnection, DbErr};
@@ -186,7 +189,7 @@ impl TimeSaleApi {
         if r.quantity <= 0 {
             return Err(FieldError::new("quantity", "must be at least 1").into());
         }
-        let address = validate::address(r.shipping_address.as_ref())?;
+        let address = Address::parse(r.shipping_address.as_ref())?;
         let key = validate::idempotency_key(&r.idempotency_key)?;
         let sale = self.sale_terms(&sale_id).await?;
         if let Some(k) = &key

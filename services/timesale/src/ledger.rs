@@ -29,8 +29,8 @@ use clap::ValueEnum;
 use cloudmart_platform::{
     db::{self, is_unique_violation},
     outbox::{self, OutboxSignal},
+    proto::contract::Address,
     proto::events::v1 as ev,
-    validate::Address,
 };
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QuerySelect};
 use tokio::sync::{mpsc, oneshot};
@@ -183,7 +183,7 @@ async fn run_batcher(db: DatabaseConnection, sale: SaleTerms, mut rx: mpsc::Rece
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, size = jobs.len(), "batch failed; answering its requests one by one");
+                tracing::warn!(error = format!("{e:#}"), size = jobs.len(), "batch failed; answering its requests one by one");
                 for job in jobs {
                     let span = job.req.span.clone();
                     let res = reserve_one(&db, &sale, job.req).instrument(span).await;

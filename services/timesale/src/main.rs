@@ -1,12 +1,7 @@
-use clap::Parser;
-use cloudmart_platform::{service::shutdown_signal, telemetry};
-use cloudmart_timesale::{Application, Config};
+//! `cloudmart-timesale`: flags and env vars in `--help`; the start-up is the platform's
+//! ([`cloudmart_platform::app::run`]).
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
-    let _telemetry = telemetry::init(&config.telemetry, "timesale")?;
-    let app = Application::build(config).await?;
-    tracing::info!(grpc = %app.grpc_addr(), "cloudmart-timesale started");
-    app.run_until_stopped(shutdown_signal()).await
+    cloudmart_platform::app::run::<cloudmart_timesale::Application>().await
 }

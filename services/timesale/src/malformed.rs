@@ -13,20 +13,18 @@
 //! The failures the properties found are kept below as named regression tests.
 
 use chrono::Utc;
+use cloudmart_platform::proto::contract::topics;
 use cloudmart_platform::{
     consumer::{HandleError, apply},
-    events::{CloudEvent, topics},
-    fuzz::{self, Record, proptest::prelude::*},
+    events::CloudEvent,
+    fuzz::{self, Harness, Record, proptest::prelude::*},
     outbox::OutboxSignal,
     proto::{
         events::v1 as ev,
-        order::v1 as opb,
         timesale::v1::{self as pb, time_sale_service_server::TimeSaleService},
     },
-    testkit::TestDatabase,
 };
 use prost::Message;
-use sea_orm::DatabaseConnection;
 use tonic::{Code, Request};
 
 use crate::{
@@ -37,21 +35,11 @@ use crate::{
 };
 
 struct Fixture {
-    rt: tokio::runtime::Runtime,
-    db: DatabaseConnection,
+    h: Harness,
     api: TimeSaleApi,
     /// An active sale, then one that has not started.
     sales: Vec<String>,
     purchases: Vec<String>,
-}
-
-fn good_address() -> opb::ShippingAddress {
-    opb::ShippingAddress {
-        line1: "1 Main St".into(),
-        city: "Seoul".into(),
-        postal_code: "04524".into(),
-        country: "KR".into(),
-    }
 }
 
 fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
@@ -72,11 +60,9 @@ fn sale(starts: chrono::DateTime<Utc>) -> pb::CreateSaleRequest {
 
 /// A fresh database with an active sale (and a purchase of it) and a future sale.
 fn fixture(label: &str) -> Fixture {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    let (db, api, sales, purchases) = rt.block_on(async {
-        let tdb = TestDatabase::create(label).await.expect("database");
-        let db = cloudmart_platform::db::connect(&tdb.url).await.expect("connect");
-        cloudmart_platform::db::migrate::<store::Migrator>(&db).await.expect("migrate");
+    let h = Harness::new::<store::Migrator>(label, false);
+    let (api, sales, purchases) = h.rt.block_on(async {
+        let db = h.db.clone();
         let api = TimeSaleApi {
             db: db.clone(),
             ledger: StockLedger::new(db.clone(), ReservationMode::Batched, OutboxSignal::default()),
@@ -91,26 +77,13 @@ fn fixture(label: &str) -> Fixture {
             sale_id: sales[0].clone(),
             customer_id: "c-1".into(),
             quantity: 1,
-            shipping_address: Some(good_address()),
+            shipping_address: Some(fuzz::valid_address()),
             idempotency_key: "k-1".into(),
         };
         let purchase = api.purchase(Request::new(req)).await.expect("seed purchase").into_inner().purchase;
-        (db, api, sales, vec![purchase.expect("purchase").purchase_id])
+        (api, sales, vec![purchase.expect("purchase").purchase_id])
     });
-    Fixture { rt, db, api, sales, purchases }
-}
-
-impl Fixture {
-    fn check<T, F>(&self, allowed: &[Code], must_refuse: bool, call: F) -> Result<(), TestCaseError>
-    where
-        F: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
-    {
-        self.rt.block_on(fuzz::call_checked(&self.db, allowed, must_refuse, false, call))
-    }
-
-    fn consume(&self, record: &Record) -> Result<(), TestCaseError> {
-        self.rt.block_on(fuzz::consume_checked(&self.db, &TimeSaleEvents, topics::ORDER_EVENTS, record))
-    }
+    Fixture { h, api, sales, purchases }
 }
 
 fn mostly(valid: impl Strategy<Value = String> + 'static) -> BoxedStrategy<String> {
@@ -137,14 +110,14 @@ fn create_sale_never_fails_internally_and_refusals_write_nothing() {
     let fx = fixture("timesale_fuzz_create");
     fuzz::check("CreateSale", &create_sale(), |req| {
         let must_refuse = fuzz::has_nul([req.sku.as_str(), &req.title]);
-        fx.check(&[Code::InvalidArgument], must_refuse, fx.api.create_sale(Request::new(req)))
+        fx.h.call(&[Code::InvalidArgument], must_refuse, fx.api.create_sale(Request::new(req)))
     });
 }
 
 #[test]
 fn purchase_never_fails_internally_and_refusals_write_nothing() {
     let fx = fixture("timesale_fuzz_purchase");
-    let address = prop_oneof![3 => Just(Some(good_address())), 2 => fuzz::address()];
+    let address = prop_oneof![3 => Just(Some(fuzz::valid_address())), 2 => fuzz::address()];
     let reqs =
         (
             fuzz::id(fx.sales.clone()),
@@ -168,7 +141,7 @@ fn purchase_never_fails_internally_and_refusals_write_nothing() {
             &a.country,
         ]);
         let allowed = [Code::InvalidArgument, Code::NotFound, Code::FailedPrecondition];
-        fx.check(&allowed, must_refuse, fx.api.purchase(Request::new(req)))
+        fx.h.call(&allowed, must_refuse, fx.api.purchase(Request::new(req)))
     });
 }
 
@@ -180,14 +153,14 @@ fn reads_never_fail_internally_and_write_nothing() {
         let must_refuse = fuzz::has_nul([id.as_str()]);
         let allowed = [Code::InvalidArgument, Code::NotFound];
         match which {
-            0 => fx.check(&allowed, must_refuse, fx.api.get_sale(Request::new(pb::GetSaleRequest { sale_id: id }))),
+            0 => fx.h.call(&allowed, must_refuse, fx.api.get_sale(Request::new(pb::GetSaleRequest { sale_id: id }))),
             1 => {
                 let req = pb::GetPurchaseRequest { purchase_id: id };
-                fx.check(&allowed, must_refuse, fx.api.get_purchase(Request::new(req)))
+                fx.h.call(&allowed, must_refuse, fx.api.get_purchase(Request::new(req)))
             }
             _ => {
                 let req = pb::ListSalesRequest { active_only: id.len() % 2 == 0 };
-                fx.check(&[], false, fx.api.list_sales(Request::new(req)))
+                fx.h.call(&[], false, fx.api.list_sales(Request::new(req)))
             }
         }
     });
@@ -222,7 +195,9 @@ fn typed_event(purchases: Vec<String>) -> BoxedStrategy<(String, Vec<u8>)> {
 #[test]
 fn consumed_records_apply_or_go_to_the_dlq_writing_nothing() {
     let fx = fixture("timesale_fuzz_events");
-    fuzz::check("time-sale consumer", &fuzz::record(typed_event(fx.purchases.clone())), |r| fx.consume(&r));
+    fuzz::check("time-sale consumer", &fuzz::record(typed_event(fx.purchases.clone())), |r| {
+        fx.h.consume(&TimeSaleEvents, topics::ORDER_EVENTS, &r)
+    });
 }
 
 // Regression cases found by the properties above (INTERNAL, or a transient failure
@@ -245,11 +220,11 @@ fn regression_sale_times_out_of_range_are_invalid_argument() {
         ("title", pb::CreateSaleRequest { title: "Con\u{0}sole".into(), ..sale(now) }),
     ];
     for (field, req) in cases {
-        let before = fx.rt.block_on(fuzz::row_counts(&fx.db)).unwrap();
-        let err = fx.rt.block_on(fx.api.create_sale(Request::new(req))).unwrap_err();
+        let before = fx.h.rt.block_on(fuzz::row_counts(&fx.h.db)).unwrap();
+        let err = fx.h.rt.block_on(fx.api.create_sale(Request::new(req))).unwrap_err();
         assert_eq!(err.code(), Code::InvalidArgument, "{field}: {err:?}");
         assert!(err.message().starts_with(field), "{field}: {err:?}");
-        assert_eq!(fx.rt.block_on(fuzz::row_counts(&fx.db)).unwrap(), before);
+        assert_eq!(fx.h.rt.block_on(fuzz::row_counts(&fx.h.db)).unwrap(), before);
     }
 }
 
@@ -277,11 +252,11 @@ fn regression_nul_in_event_ids_goes_to_the_dlq() {
             payload,
         );
         let event = fuzz::inbound(topics::ORDER_EVENTS, &r).expect("headers accepted");
-        let before = fx.rt.block_on(fuzz::row_counts(&fx.db)).unwrap();
-        match fx.rt.block_on(apply(&fx.db, &TimeSaleEvents, &event)) {
+        let before = fx.h.rt.block_on(fuzz::row_counts(&fx.h.db)).unwrap();
+        match fx.h.rt.block_on(apply(&fx.h.db, &TimeSaleEvents, &event)) {
             Err(HandleError::Permanent(e)) => assert!(format!("{e:#}").contains(field), "{field}: {e:#}"),
             other => panic!("{field}: expected a permanent failure, got {other:?}"),
         }
-        assert_eq!(fx.rt.block_on(fuzz::row_counts(&fx.db)).unwrap(), before, "nothing written");
+        assert_eq!(fx.h.rt.block_on(fuzz::row_counts(&fx.h.db)).unwrap(), before, "nothing written");
     }
 }

@@ -8,11 +8,13 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cloudmart_platform::{consumer::CreateProcessedEventsTable, outbox::CreateOutboxTable, validate::Address};
+use cloudmart_platform::{
+    consumer::CreateProcessedEventsTable, db, outbox::CreateOutboxTable, proto::contract::Address,
+};
 use sea_orm::{
     ActiveValue::Set,
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Schema,
-    sea_query::{Expr, ExprTrait, Index, OnConflict},
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    sea_query::{Expr, ExprTrait, OnConflict},
 };
 use sea_orm_migration::{MigrationName, MigrationTrait, MigratorTrait, SchemaManager};
 
@@ -107,31 +109,13 @@ impl MigrationName for CreateTables {
 #[async_trait]
 impl MigrationTrait for CreateTables {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        let schema = Schema::new(m.get_database_backend());
-        m.create_table(schema.create_table_from_entity(sales::Entity).if_not_exists().to_owned()).await?;
-        m.create_table(schema.create_table_from_entity(purchases::Entity).if_not_exists().to_owned()).await?;
-        m.create_table(schema.create_table_from_entity(allocations::Entity).if_not_exists().to_owned()).await?;
-        m.create_index(
-            Index::create()
-                .if_not_exists()
-                .name("purchases_idempotency")
-                .table(purchases::Entity)
-                .col(purchases::Column::CustomerId)
-                .col(purchases::Column::IdempotencyKey)
-                .unique()
-                .to_owned(),
-        )
-        .await?;
-        m.create_index(
-            Index::create()
-                .if_not_exists()
-                .name("purchases_by_sale")
-                .table(purchases::Entity)
-                .col(purchases::Column::SaleId)
-                .col(purchases::Column::Status)
-                .to_owned(),
-        )
-        .await
+        use purchases::Column::{CustomerId, IdempotencyKey, SaleId, Status};
+        db::create_table(m, sales::Entity).await?;
+        db::create_table(m, purchases::Entity).await?;
+        db::create_table(m, allocations::Entity).await?;
+        let mut idempotency = db::index("purchases_idempotency", purchases::Entity, [CustomerId, IdempotencyKey]);
+        m.create_index(idempotency.unique().to_owned()).await?;
+        m.create_index(db::index("purchases_by_sale", purchases::Entity, [SaleId, Status])).await
     }
 }
 

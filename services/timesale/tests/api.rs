@@ -11,41 +11,37 @@ use cloudmart_platform::{
         order::v1::ShippingAddress,
         timesale::v1::{self as pb, time_sale_service_client::TimeSaleServiceClient},
     },
-    testkit::{TestDatabase, TestKafka},
+    testkit::{self, Spawned},
 };
-use cloudmart_timesale::{Application, Config, ReservationMode, store};
+use cloudmart_timesale::{Application, ReservationMode, store};
 use futures::{StreamExt, stream};
 use sea_orm::{DatabaseConnection, EntityTrait, PaginatorTrait};
-use tokio_util::sync::CancellationToken;
 use tonic::{Code, transport::Channel};
 
 struct TestTimeSale {
     client: TimeSaleServiceClient<Channel>,
     db: DatabaseConnection,
-    token: CancellationToken,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _kafka: TestKafka,
+    service: Spawned,
 }
 
 impl TestTimeSale {
     async fn stop(self) {
-        self.token.cancel();
-        self.task.await.unwrap().unwrap();
+        self.service.stop().await.unwrap();
     }
 }
 
-async fn spawn(label: &str, tweak: impl FnOnce(&mut Config)) -> TestTimeSale {
-    let tdb = TestDatabase::create(label).await.unwrap();
-    let kafka = TestKafka::create(label).await.unwrap();
-    let mut config = Config::for_tests(&tdb.url, kafka.args.clone());
-    tweak(&mut config);
-    let app = Application::build(config).await.unwrap();
-    let addr = app.grpc_addr();
-    let db = app.db().clone();
-    let token = CancellationToken::new();
-    let task = tokio::spawn(app.run_until_stopped(token.clone().cancelled_owned()));
-    let client = TimeSaleServiceClient::connect(format!("http://{addr}")).await.unwrap();
-    TestTimeSale { client, db, token, task, _kafka: kafka }
+/// The time-sale service with `flags` on top of the test defaults.
+async fn spawn(label: &str, flags: &[&str]) -> TestTimeSale {
+    let service = testkit::spawn::<Application>(label, flags).await.unwrap();
+    let client = TimeSaleServiceClient::connect(service.endpoint()).await.unwrap();
+    TestTimeSale { client, db: service.db.clone(), service }
+}
+
+/// `--reservation <mode>` as the command line spells it.
+fn reservation(mode: ReservationMode) -> String {
+    use clap::ValueEnum;
+    let value = mode.to_possible_value().expect("every mode has a flag value");
+    format!("--reservation={}", value.get_name())
 }
 
 fn ts(t: chrono::DateTime<Utc>) -> Option<prost_types::Timestamp> {
@@ -95,7 +91,7 @@ async fn written(db: &DatabaseConnection) -> (u64, u64) {
 
 #[tokio::test]
 async fn refusals_have_the_right_code_and_reason_and_write_nothing() {
-    let mut t = spawn("ts_refusals", |_| {}).await;
+    let mut t = spawn("ts_refusals", &[]).await;
     let future = create_sale(&mut t.client, 10, 2, 60, 120).await;
     let past = create_sale(&mut t.client, 10, 2, -120, -60).await;
     let open = create_sale(&mut t.client, 10, 2, -1, 60).await;
@@ -142,7 +138,7 @@ async fn refusals_have_the_right_code_and_reason_and_write_nothing() {
 }
 
 async fn sell_out(mode: ReservationMode) {
-    let mut t = spawn(&format!("ts_sellout_{mode:?}").to_lowercase(), |c| c.reservation = mode).await;
+    let mut t = spawn(&format!("ts_sellout_{mode:?}").to_lowercase(), &[&reservation(mode)]).await;
     let sale = create_sale(&mut t.client, 5, 2, -1, 60).await;
     // Idempotent: the same key returns the first purchase and takes no more stock.
     let first = t.client.purchase(buy(&sale.sale_id, "a", 2, "k1")).await.unwrap().into_inner().purchase.unwrap();
@@ -178,11 +174,7 @@ async fn sells_out_exactly_naive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn overload_is_shed_with_resource_exhausted_and_recovers() {
-    let mut t = spawn("ts_overload", |c| {
-        c.server.concurrency_limit = 4;
-        c.reservation = ReservationMode::Naive;
-    })
-    .await;
+    let mut t = spawn("ts_overload", &["--grpc-concurrency-limit=4", &reservation(ReservationMode::Naive)]).await;
     let sale = create_sale(&mut t.client, 100_000, 1_000_000, -1, 60).await;
     let deadline = Duration::from_secs(20);
     let codes: Vec<Code> = stream::iter(0..400)

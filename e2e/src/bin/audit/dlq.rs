@@ -19,10 +19,8 @@ use std::{collections::BTreeMap, time::Duration};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use cloudmart_platform::{
-    config::KafkaArgs,
-    events::{headers, topics},
-};
+use cloudmart_platform::proto::contract::topics;
+use cloudmart_platform::{config::KafkaArgs, events::headers};
 use rdkafka::{
     ClientConfig, Message, Offset, TopicPartitionList,
     consumer::{Consumer, StreamConsumer},
@@ -337,7 +335,7 @@ impl Dlq {
 /// Reads `<prefix><logical>.dlq` from each partition's low watermark up to its high
 /// watermark (measured first, so the read ends). A topic that does not exist is empty.
 async fn read(broker: &Broker, logical: &str) -> anyhow::Result<Dlq> {
-    let topic = broker.kafka().topic(&topics::dlq(logical));
+    let topic = broker.kafka().topic(&cloudmart_platform::events::dlq_topic(logical));
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.brokers)
         .set("group.id", format!("cloudmart-audit-dlq-{}", uuid::Uuid::new_v4().simple()))

@@ -1,0 +1,354 @@
+//! P3 — saga latency: `PlaceOrder` accepted → `CONFIRMED` observed.
+//!
+//! On P2's stack ([`super::p2_intake::Stack`]), after its backlog settled: orders arrive at
+//! half the rate P2 measured (open loop: one every `1 / rate`, whether or not earlier ones
+//! finished); about 25 of them a second are followed by `GetOrder` every 2 ms until they
+//! are CONFIRMED (following every order would load the services with polls more than
+//! with orders). The latency
+//! runs from PlaceOrder's answer to the first GetOrder that shows CONFIRMED, so it
+//! includes up to 2 ms of polling.
+//!
+//! Where the time goes, from the timestamps the services write (one clock: same machine):
+//! `orders.created_at` → `deliveries.created_at` is hop 1 (order's outbox relay, Kafka,
+//! delivery's consumer and its transaction); → `orders.updated_at` of the CONFIRMED order is
+//! hop 2 (delivery's relay, Kafka, order's consumer); the rest is the client's polling.
+//! Each relay's own share is `outbox.published_at − outbox.created_at` (marked after the
+//! broker acknowledged the whole batch).
+//!
+//! The reference: Kafka hops on the same broker — the platform's producer (acks=all) to a
+//! consumer with the platform's settings, 300 messages of 200 bytes, one every 10 ms, each
+//! timed from send to receipt; a saga has two hops, so the reference is twice the hop.
+//!
+//! Goals: p50 ≤ 15 ms, p99 ≤ 60 ms.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use cloudmart_proto::order::v1 as pb;
+use rdkafka::{Message, consumer::Consumer, producer::FutureRecord};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use tokio::task::JoinSet;
+
+use super::{
+    Ctx, Topics,
+    p2_intake::{Stack, order_request},
+    quantile,
+    report::{Figure, Goal},
+};
+
+const UNIT: &str = "ms";
+
+pub(crate) fn not_measured(reason: &str) -> Vec<Figure> {
+    vec![
+        Figure::not_measured("P3", "saga latency p50 (accepted → CONFIRMED)", UNIT, Goal::AtMost(15.0), reason),
+        Figure::not_measured("P3", "saga latency p90", UNIT, Goal::None, reason),
+        Figure::not_measured("P3", "saga latency p99", UNIT, Goal::AtMost(60.0), reason),
+    ]
+}
+
+/// One order's way through the saga, as the client saw it.
+struct Observed {
+    order_id: String,
+    /// PlaceOrder answered (wall clock, to compare with the services' timestamps).
+    accepted_at: DateTime<Utc>,
+    /// Accepted → CONFIRMED observed.
+    latency: Duration,
+}
+
+/// Runs at `rate`: half of the maximum order rate, the lower of P2's intake (`intake`)
+/// and the rate at which the sagas finished P2's backlog (above that, a backlog grows and
+/// the latency measures its queue, not a saga).
+pub(crate) async fn run(ctx: &Ctx, stack: &Stack, rate: f64, intake: f64) -> Vec<Figure> {
+    let secs = ctx.sizes.saga.as_secs_f64();
+    eprintln!("bench: P3 saga latency: {rate:.0} orders/s for {secs:.0} s …");
+    let measured = measure(stack, rate, ctx.sizes.saga).await;
+    let hop = kafka_hop(ctx).await;
+    match &hop {
+        Ok(h) => eprintln!("bench: P3 reference: one Kafka hop p50 {:.2} ms, p99 {:.2} ms", h.0, h.1),
+        Err(e) => eprintln!("bench: P3 reference: Kafka hop not measured: {e:#}"),
+    }
+    let (orders, cancelled, failed) = match measured {
+        Ok(m) => m,
+        Err(e) => return not_measured(&format!("saga run failed: {e:#}")),
+    };
+    if orders.is_empty() {
+        return not_measured(&format!("no order was CONFIRMED ({cancelled} cancelled, {failed} failed)."));
+    }
+    let mut ms: Vec<f64> = orders.iter().map(|o| o.latency.as_secs_f64() * 1000.0).collect();
+    ms.sort_by(f64::total_cmp);
+    let (p50, p90, p99) = (quantile(&ms, 0.5), quantile(&ms, 0.9), quantile(&ms, 0.99));
+    eprintln!("bench: P3: p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms over {} orders", orders.len());
+    let hops = match hops(stack, &orders).await {
+        Ok(h) => h,
+        Err(e) => format!("per-hop timestamps not read: {e:#}"),
+    };
+    eprintln!("bench: P3: {hops}");
+    let note = format!(
+        "{} followed orders among orders at {rate:.0}/s (half of the maximum order rate) for {secs:.0} s, open loop, polled with \
+         GetOrder every 2 ms until CONFIRMED ({cancelled} cancelled, {failed} failed); PostgreSQL and Kafka on loopback, order and \
+         delivery in-process. Where the time goes (medians): {hops}.{}",
+        orders.len(),
+        if 2.0 * rate < intake * 0.99 {
+            format!(
+                " The rate is half of what the sagas sustain (P2's backlog), {:.0} orders/s, not of P2's intake, \
+                 {intake:.0}/s: above it a backlog grows and the latency measures the queue.",
+                2.0 * rate
+            )
+        } else {
+            String::new()
+        }
+    );
+    let (ref50, ref99) = match &hop {
+        Ok((a, b)) => (Some(2.0 * a), Some(2.0 * b)),
+        Err(_) => (None, None),
+    };
+    let reference = "two Kafka hops (produce acks=all → consume)";
+    vec![
+        Figure::new("P3", "saga latency p50 (accepted → CONFIRMED)", p50, UNIT)
+            .with_goal(Goal::AtMost(15.0))
+            .with_reference(format!("{reference}, p50"), ref50)
+            .with_note(note),
+        Figure::new("P3", "saga latency p90", p90, UNIT),
+        Figure::new("P3", "saga latency p99", p99, UNIT)
+            .with_goal(Goal::AtMost(60.0))
+            .with_reference(format!("{reference}, p99"), ref99),
+    ]
+}
+
+enum Followed {
+    No,
+    Confirmed(Observed),
+    Cancelled,
+}
+
+/// Orders at `rate` for `length`; returns the confirmed ones, and counts of cancelled
+/// and failed ones.
+async fn measure(stack: &Stack, rate: f64, length: Duration) -> anyhow::Result<(Vec<Observed>, usize, usize)> {
+    anyhow::ensure!(rate > 0.0, "no order rate to run at");
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let started = Instant::now();
+    let mut tasks = JoinSet::new();
+    // About 25 orders a second are followed; the others are only placed, so that polling
+    // does not load the services more than the orders do.
+    let follow_every = ((rate / 25.0).round() as u64).max(1);
+    let mut i = 0u64;
+    while started.elapsed() < length {
+        tick.tick().await;
+        i += 1;
+        let mut client = stack.client.clone();
+        tasks.spawn(async move {
+            let placed = client.place_order(order_request(1_000_000, i)).await?.into_inner();
+            if !i.is_multiple_of(follow_every) {
+                return anyhow::Ok(Followed::No);
+            }
+            let accepted = Instant::now();
+            let accepted_at = Utc::now();
+            let order_id = placed.order.context("PlaceOrder returned no order")?.order_id;
+            loop {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                let o = client.get_order(pb::GetOrderRequest { order_id: order_id.clone() }).await?.into_inner();
+                match o.status() {
+                    pb::OrderStatus::Confirmed => {
+                        return Ok(Followed::Confirmed(Observed {
+                            order_id,
+                            accepted_at,
+                            latency: accepted.elapsed(),
+                        }));
+                    }
+                    pb::OrderStatus::Cancelled => return Ok(Followed::Cancelled),
+                    _ if accepted.elapsed() > Duration::from_secs(60) => {
+                        anyhow::bail!("order {order_id} not CONFIRMED after 60 s")
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+    let (mut confirmed, mut cancelled, mut failed) = (Vec::new(), 0, 0);
+    let mut last_error = None;
+    while let Some(r) = tasks.join_next().await {
+        match r? {
+            Ok(Followed::Confirmed(o)) => confirmed.push(o),
+            Ok(Followed::Cancelled) => cancelled += 1,
+            Ok(Followed::No) => {}
+            Err(e) => {
+                failed += 1;
+                last_error = Some(e);
+            }
+        }
+    }
+    if let Some(e) = last_error {
+        eprintln!("bench: P3: {failed} orders failed, last: {e:#}");
+    }
+    Ok((confirmed, cancelled, failed))
+}
+
+async fn times(
+    db: &DatabaseConnection,
+    sql: &str,
+    since: DateTime<Utc>,
+) -> anyhow::Result<Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)>> {
+    let rows = db.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [since.into()])).await?;
+    rows.iter().map(|r| Ok((r.try_get::<String>("", "k")?, r.try_get("", "a")?, r.try_get("", "b")?))).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    quantile(&v, 0.5)
+}
+
+/// Median time per hop of `orders`, in words.
+async fn hops(stack: &Stack, orders: &[Observed]) -> anyhow::Result<String> {
+    let since = orders.iter().map(|o| o.accepted_at).min().context("no orders")? - chrono::Duration::seconds(5);
+    let order_rows: HashMap<_, _> = times(
+        &stack.order.db,
+        "SELECT order_id AS k, created_at AS a, updated_at AS b FROM orders WHERE created_at >= $1",
+        since,
+    )
+    .await?
+    .into_iter()
+    .map(|(k, a, b)| (k, (a, b)))
+    .collect();
+    let order_outbox: HashMap<_, _> = times(
+        &stack.order.db,
+        "SELECT event_key AS k, created_at AS a, published_at AS b FROM outbox \
+         WHERE event_type = 'cloudmart.order.v1.OrderPlaced' AND created_at >= $1",
+        since,
+    )
+    .await?
+    .into_iter()
+    .map(|(k, a, b)| (k, (a, b)))
+    .collect();
+    let deliveries: HashMap<_, _> = times(
+        &stack.delivery.db,
+        "SELECT order_id AS k, created_at AS a, NULL::timestamptz AS b FROM deliveries WHERE created_at >= $1",
+        since,
+    )
+    .await?
+    .into_iter()
+    .map(|(k, a, _)| (k, a))
+    .collect();
+    let delivery_outbox: HashMap<_, _> = times(
+        &stack.delivery.db,
+        "SELECT event_key AS k, created_at AS a, published_at AS b FROM outbox \
+         WHERE event_type = 'cloudmart.delivery.v1.DeliveryScheduled' AND created_at >= $1",
+        since,
+    )
+    .await?
+    .into_iter()
+    .map(|(k, a, b)| (k, (a, b)))
+    .collect();
+    let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
+    let (mut hop1, mut hop2, mut poll, mut relay1, mut relay2) = (vec![], vec![], vec![], vec![], vec![]);
+    for o in orders {
+        let (Some((created, confirmed)), Some(delivered)) = (order_rows.get(&o.order_id), deliveries.get(&o.order_id))
+        else {
+            continue;
+        };
+        hop1.push(ms(*delivered - *created));
+        if let Some(confirmed) = confirmed {
+            hop2.push(ms(*confirmed - *delivered));
+            poll.push(ms(o.accepted_at + chrono::Duration::from_std(o.latency)? - *confirmed));
+        }
+        if let Some((a, Some(b))) = order_outbox.get(&o.order_id) {
+            relay1.push(ms(*b - *a));
+        }
+        if let Some((a, Some(b))) = delivery_outbox.get(&o.order_id) {
+            relay2.push(ms(*b - *a));
+        }
+    }
+    anyhow::ensure!(!hop1.is_empty(), "no order found in both databases");
+    Ok(format!(
+        "hop 1 order → delivery scheduled {:.1} ms (of which order's relay until acks {:.1} ms), hop 2 → order \
+         CONFIRMED {:.1} ms (delivery's relay until acks {:.1} ms), CONFIRMED → seen by the client {:.1} ms \
+         ({} orders)",
+        median(hop1.clone()),
+        median(relay1),
+        median(hop2),
+        median(relay2),
+        median(poll),
+        hop1.len()
+    ))
+}
+
+/// One Kafka hop on the run's broker: (p50, p99) in ms of produce (the platform's
+/// producer, acks=all) → receive (a consumer with the platform's settings).
+async fn kafka_hop(ctx: &Ctx) -> anyhow::Result<(f64, f64)> {
+    let topics = Topics::new(ctx, "p3")?;
+    let result = async {
+        let kafka = topics.args();
+        let topic = kafka.topic("order-events");
+        cloudmart_platform::kafka::ensure_topics(&kafka, &["order-events"]).await?;
+        let producer = cloudmart_platform::kafka::producer(&kafka, "cloudmart-bench-hop")?;
+        let consumer = cloudmart_platform::kafka::consumer(
+            &kafka,
+            &format!("{}bench-hop", kafka.topic_prefix),
+            "cloudmart-bench-hop",
+        )?;
+        consumer.subscribe(&[&topic])?;
+        // Until the consumer has its partitions, messages are not timed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let sent_at = std::sync::Arc::new(std::sync::Mutex::new(HashMap::<String, Instant>::new()));
+        let receiver = {
+            let sent_at = sent_at.clone();
+            async move {
+                let mut lat = Vec::new();
+                loop {
+                    let m = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await;
+                    let Ok(Ok(m)) = m else { return lat };
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+                    if key == "stop" {
+                        return lat;
+                    }
+                    // Probes (sent until the consumer has its partitions) are not timed.
+                    if let Some(t) = sent_at.lock().expect("not poisoned").remove(&key)
+                        && key.starts_with("m-")
+                    {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+            }
+        };
+        let receiver = tokio::spawn(receiver);
+        // Wait for the assignment: send probes until one arrives.
+        loop {
+            anyhow::ensure!(Instant::now() < deadline, "the hop consumer got no partitions within 30 s");
+            let key = format!("probe-{}", super::short_id());
+            sent_at.lock().expect("not poisoned").insert(key.clone(), Instant::now());
+            producer
+                .send(FutureRecord::to(&topic).key(key.as_str()).payload(&[0u8; 200][..]), Duration::from_secs(5))
+                .await
+                .map_err(|(e, _)| e)?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if !sent_at.lock().expect("not poisoned").contains_key(&key) {
+                break;
+            }
+        }
+        let payload = vec![7u8; 200];
+        for i in 0..300 {
+            let key = format!("m-{i}");
+            sent_at.lock().expect("not poisoned").insert(key.clone(), Instant::now());
+            producer
+                .send(FutureRecord::to(&topic).key(key.as_str()).payload(&payload), Duration::from_secs(5))
+                .await
+                .map_err(|(e, _)| e)?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        producer
+            .send(FutureRecord::to(&topic).key("stop").payload(&payload), Duration::from_secs(5))
+            .await
+            .map_err(|(e, _)| e)?;
+        let mut lat = receiver.await?;
+        anyhow::ensure!(lat.len() >= 100, "only {} of 300 messages came back", lat.len());
+        lat.sort_by(f64::total_cmp);
+        Ok((quantile(&lat, 0.5), quantile(&lat, 0.99)))
+    }
+    .await;
+    topics.delete(&["order-events"]).await;
+    result
+}
