@@ -1,7 +1,8 @@
 //! Clients and helpers shared by cloudmart's command-line tools and end-to-end tests.
 //!
 //! - [`bench`] — every figure of the benchmark report (`cloudmart-bench run`, `make bench`).
-//! - [`load`] — the flash-sale load generator (`cloudmart-load`).
+//! - [`load`] — the load generator (`cloudmart-load`): flash-sale purchases or orders through
+//!   the saga.
 //! - [`smoke_order`] — one order through the saga (`cloudmart-smoke`, `helm test`).
 //! - [`smoke_purchase`] — one flash-sale purchase until its order exists (`cloudmart-smoke
 //!   --scenario purchase`, `make rehearse`).

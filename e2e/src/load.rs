@@ -1,492 +1,712 @@
-//! The flash-sale load generator behind `cloudmart-load` (and `kubectl cloudmart load`,
-//! which runs it in a pod of the cluster).
+//! The load generator behind `cloudmart-load` (and `kubectl cloudmart load`, which runs it
+//! in a pod of the cluster).
 //!
-//! It creates a sale (or uses `--sale-id`), then sends `Purchase` calls at a fixed rate
-//! (**open loop**: the rate does not drop when the service slows down, as real buyers do
-//! not wait for each other) with at most `concurrency` calls in flight. A call that is due
-//! while all slots are busy is not queued but counted as `not_sent` — the generator is
-//! saturated and the report says so instead of hiding it in a backlog. `--sale-rps 0`
-//! switches to a closed loop: `concurrency` buyers, each sending as soon as it has an answer.
+//! Two scenarios ([`Scenario`]):
+//!
+//! - **flash-sale**: creates a sale (or uses `--sale-id`) and sends `Purchase` calls to the
+//!   time-sale service ([`flash_sale`]).
+//! - **orders**: sends `PlaceOrder` calls to the order service, a share of them to a
+//!   fault-injected postal code and a share cancelled, and follows every accepted order
+//!   until its saga ends ([`orders`]).
+//!
+//! Calls go out at a fixed rate, or a ramp of rates ([`schedule`]) — an **open loop**: the
+//! rate does not drop when the service slows down, as real customers do not wait for each
+//! other — with at most `concurrency` calls in flight. A call that is due while every slot
+//! is busy is not queued but counted as `not_sent`: the generator is saturated and the
+//! report says so instead of hiding it in a backlog. A rate of 0 switches to a closed
+//! loop: `concurrency` workers, each sending as soon as it has an answer.
 //!
 //! Calls are spread over several HTTP/2 connections so a Kubernetes Service (which balances
 //! per connection) reaches several replicas, and the servers' connection-age cap moves them
 //! to new replicas as the HPA adds them.
 //!
-//! Every answer is classified (`succeeded`, `sold_out`, `limit_exceeded`, `not_active`,
-//! `shed` = `RESOURCE_EXHAUSTED`, `timeouts`, `errors`) and timed; the final [`LoadReport`]
-//! is printed as one line `CLOUDMART_LOAD_REPORT {json}` for machines and as a table for
-//! people.
+//! Every answer is classified and timed into HDR histograms per operation, per second and
+//! per ramp step ([`stats`]); once a second a [`Progress`] shows the state ([`progress`]).
+//! The final [`LoadReport`] ([`report`]) carries the totals, the steps and the per-second
+//! series the chart is drawn from (`cloudmart_load_report::chart`).
 
-use std::{
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::{Duration, Instant},
-};
+pub mod flash_sale;
+pub mod orders;
+pub mod progress;
+pub mod report;
+pub mod schedule;
+pub mod stats;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
-use cloudmart_platform::grpc::reason_of;
-use cloudmart_proto::{
-    contract::reasons,
-    order::v1::ShippingAddress,
-    timesale::v1::{self as pb, time_sale_service_client::TimeSaleServiceClient},
-};
-use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
-use tonic::{Code, transport::Channel};
+use cloudmart_load_report::StepReport;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tonic::transport::{Channel, Endpoint};
 
-/// The marker in front of the JSON report line.
-pub const REPORT_MARKER: &str = "CLOUDMART_LOAD_REPORT ";
+use self::flash_sale::FlashSale;
+use self::orders::Orders;
+pub use self::orders::{OrderMix, SagaOptions};
+pub use self::progress::{Progress, Snapshot};
+pub use self::report::{Latency, LoadReport, OrdersReport, REPORT_MARKER};
+use self::schedule::{Call, Pacer};
+pub use self::schedule::{Ramp, Schedule, parse_duration, parse_ramp, parse_share};
+use self::stats::{Collector, Interval, Operation, Outcome, Recorder};
+
+/// What the load generator sends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    /// `Purchase` calls on one flash sale of the time-sale service.
+    FlashSale,
+    /// `PlaceOrder` calls on the order service, their sagas followed to the end.
+    Orders,
+}
+
+impl Scenario {
+    /// Its name in the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FlashSale => "flash-sale",
+            Self::Orders => "orders",
+        }
+    }
+}
 
 /// What one run does.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
+    pub scenario: Scenario,
     pub timesale_endpoint: String,
-    /// Purchase attempts per second; 0 = closed loop.
-    pub sale_rps: u32,
-    pub duration: Duration,
+    pub order_endpoint: String,
+    /// The rates over time (a rate of 0: closed loop).
+    pub schedule: Schedule,
     pub concurrency: usize,
     /// HTTP/2 connections the calls are spread over.
     pub connections: usize,
-    /// Stock of the sale the run creates.
+    /// Stock of the sale the run creates (flash-sale).
     pub stock: i32,
+    /// Per-customer limit of the sale the run creates (flash-sale).
     pub per_customer_limit: i32,
-    /// Distinct customers (attempt `i` buys as customer `i % customers`).
+    /// Distinct customers (call `i` is made by customer `i % customers`).
     pub customers: u64,
-    /// Use this sale instead of creating one.
+    /// Buy from this sale instead of creating one (flash-sale).
     pub sale_id: Option<String>,
     /// Deadline of one call.
     pub call_timeout: Duration,
-    /// How often a progress line is printed (stderr).
-    pub progress_every: Duration,
+    /// Fault-injected and cancelled shares (orders).
+    pub mix: OrderMix,
+    /// How accepted orders are followed (orders).
+    pub saga: SagaOptions,
 }
 
-/// Latency percentiles in milliseconds over every answered call.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p90: f64,
-    pub p99: f64,
-    pub max: f64,
+/// Options that cannot work together, named by their flags.
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum OptionsError {
+    #[error("--concurrency must be at least 1")]
+    NoConcurrency,
+    #[error("--customers must be at least 1")]
+    NoCustomers,
+    #[error(
+        "--fault-share {fault} and --cancel-share {cancel} add up to more than 1: an order is either sent to the \
+         fault postal code or cancelled, not both"
+    )]
+    SharesAboveOne { fault: f64, cancel: f64 },
+    #[error(
+        "--fault-postal-code is empty while --fault-share is {0}: name a postal code the delivery service is \
+         configured to fail (FAULT_DELIVERY_FAIL_POSTAL_CODES), or use --fault-share 0"
+    )]
+    NoFaultPostalCode(f64),
+    #[error("--sale-id belongs to --scenario flash-sale: the orders scenario buys from no sale")]
+    SaleIdWithOrders,
 }
 
-/// The figures of one run.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LoadReport {
-    pub scenario: String,
-    pub sale_id: String,
-    pub target_rps: u32,
-    pub concurrency: usize,
-    pub duration_secs: f64,
-    /// Calls sent (each got exactly one of the outcomes below).
-    pub attempts: u64,
-    pub succeeded: u64,
-    pub sold_out: u64,
-    pub limit_exceeded: u64,
-    pub not_active: u64,
-    /// `RESOURCE_EXHAUSTED`: the service shed the call.
-    pub shed: u64,
-    pub timeouts: u64,
-    pub errors: u64,
-    /// Calls that were due while every slot was busy (the generator was saturated).
-    pub not_sent: u64,
-    pub achieved_rps: f64,
-    pub latency_ms: Latency,
-    pub total_stock: i64,
-    pub remaining_stock: i64,
-    /// A few distinct unexpected errors, for the report.
-    pub error_samples: Vec<String>,
-}
-
-impl LoadReport {
-    /// The machine-readable line (`CLOUDMART_LOAD_REPORT {json}`).
-    pub fn line(&self) -> String {
-        format!("{REPORT_MARKER}{}", serde_json::to_string(self).expect("a report serializes"))
-    }
-
-    /// Finds and parses the report line in a log.
-    pub fn from_log(log: &str) -> Option<Self> {
-        log.lines().rev().find_map(|l| l.strip_prefix(REPORT_MARKER)).and_then(|j| serde_json::from_str(j).ok())
-    }
-
-    /// The human-readable table.
-    pub fn table(&self) -> String {
-        let pct = |n: u64| if self.attempts == 0 { 0.0 } else { n as f64 * 100.0 / self.attempts as f64 };
-        let mut out = format!(
-            "flash-sale load: sale {}\n  target        {} purchases/s ({}), {:.1} s, concurrency {}\n  \
-             achieved      {:.1} calls/s, {} calls, {} not sent (generator saturated)\n",
-            self.sale_id,
-            self.target_rps,
-            if self.target_rps == 0 { "closed loop" } else { "open loop" },
-            self.duration_secs,
-            self.concurrency,
-            self.achieved_rps,
-            self.attempts,
-            self.not_sent,
-        );
-        for (name, n) in [
-            ("succeeded", self.succeeded),
-            ("sold out", self.sold_out),
-            ("limit exceeded", self.limit_exceeded),
-            ("not active", self.not_active),
-            ("shed", self.shed),
-            ("timeouts", self.timeouts),
-            ("errors", self.errors),
-        ] {
-            out.push_str(&format!("  {name:<14}{n:>9}  {:5.1} %\n", pct(n)));
+impl LoadOptions {
+    /// Checks what the flags' own parsers cannot: combinations.
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        if self.concurrency == 0 {
+            return Err(OptionsError::NoConcurrency);
         }
-        out.push_str(&format!(
-            "  latency ms    p50 {:.1}  p90 {:.1}  p99 {:.1}  max {:.1}\n  stock         {} of {} left\n",
-            self.latency_ms.p50,
-            self.latency_ms.p90,
-            self.latency_ms.p99,
-            self.latency_ms.max,
-            self.remaining_stock,
-            self.total_stock
-        ));
-        for e in &self.error_samples {
-            out.push_str(&format!("  error sample  {e}\n"));
+        if self.customers == 0 {
+            return Err(OptionsError::NoCustomers);
         }
-        out
-    }
-}
-
-/// Parses `120s`, `2m`, `1h`, `500ms` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.find(|c: char| !c.is_ascii_digit() && c != '.').map_or((s, ""), |i| s.split_at(i));
-    let n: f64 = num.parse().map_err(|_| format!("{s:?} is not a duration (examples: 90s, 2m, 500ms)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m or h)")),
-    };
-    if !(secs.is_finite() && secs > 0.0 && secs <= 7.0 * 86_400.0) {
-        return Err(format!("{s:?} must be longer than 0 and at most 7 days"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
-#[derive(Default)]
-struct Tally {
-    attempts: AtomicU64,
-    succeeded: AtomicU64,
-    sold_out: AtomicU64,
-    limit_exceeded: AtomicU64,
-    not_active: AtomicU64,
-    shed: AtomicU64,
-    timeouts: AtomicU64,
-    errors: AtomicU64,
-    not_sent: AtomicU64,
-    /// Microseconds of every answered call.
-    latencies: Mutex<Vec<u32>>,
-    error_samples: Mutex<Vec<String>>,
-}
-
-impl Tally {
-    fn record(&self, result: Result<(), tonic::Status>, elapsed: Duration) {
-        let counter = match &result {
-            Ok(()) => &self.succeeded,
-            Err(s) if s.code() == Code::FailedPrecondition => match reason_of(s).as_deref() {
-                Some(reasons::SOLD_OUT) => &self.sold_out,
-                Some(reasons::LIMIT_EXCEEDED) => &self.limit_exceeded,
-                Some(reasons::SALE_NOT_ACTIVE) => &self.not_active,
-                _ => &self.errors,
-            },
-            Err(s) if s.code() == Code::ResourceExhausted => &self.shed,
-            Err(s) if s.code() == Code::DeadlineExceeded => &self.timeouts,
-            Err(_) => &self.errors,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        self.attempts.fetch_add(1, Ordering::Relaxed);
-        if std::ptr::eq(counter, &self.errors)
-            && let Err(s) = &result
-        {
-            let mut samples = self.error_samples.lock().unwrap_or_else(|e| e.into_inner());
-            let sample = format!("{:?}: {}", s.code(), s.message());
-            if samples.len() < 5 && !samples.contains(&sample) {
-                samples.push(sample);
+        if self.scenario == Scenario::Orders {
+            let OrderMix { fault_share: fault, cancel_share: cancel, .. } = self.mix;
+            if fault + cancel > 1.0 {
+                return Err(OptionsError::SharesAboveOne { fault, cancel });
+            }
+            if fault > 0.0 && self.mix.fault_postal_code.trim().is_empty() {
+                return Err(OptionsError::NoFaultPostalCode(fault));
+            }
+            if self.sale_id.is_some() {
+                return Err(OptionsError::SaleIdWithOrders);
             }
         }
-        if !std::ptr::eq(counter, &self.timeouts) {
-            let micros = u32::try_from(elapsed.as_micros()).unwrap_or(u32::MAX);
-            self.latencies.lock().unwrap_or_else(|e| e.into_inner()).push(micros);
+        Ok(())
+    }
+}
+
+/// The scenario under way.
+#[derive(Clone, Debug)]
+enum Workload {
+    FlashSale(Arc<FlashSale>),
+    Orders(Arc<Orders>),
+}
+
+impl Workload {
+    /// Connects and sets the scenario up (the flash sale is created here).
+    async fn prepare(opts: &LoadOptions, run_id: String) -> anyhow::Result<Self> {
+        Ok(match opts.scenario {
+            Scenario::FlashSale => {
+                let channels =
+                    connect(&opts.timesale_endpoint, opts.connections, "--timesale-endpoint", "the time-sale service")
+                        .await?;
+                Self::FlashSale(Arc::new(FlashSale::prepare(opts, channels, run_id).await?))
+            }
+            Scenario::Orders => {
+                let channels =
+                    connect(&opts.order_endpoint, opts.connections, "--order-endpoint", "the order service").await?;
+                Self::Orders(Arc::new(Orders::new(opts, channels, run_id)))
+            }
+        })
+    }
+
+    fn main_operation(&self) -> Operation {
+        match self {
+            Self::FlashSale(_) => Operation::Purchase,
+            Self::Orders(_) => Operation::Place,
         }
     }
 
-    fn get(c: &AtomicU64) -> u64 {
-        c.load(Ordering::Relaxed)
-    }
-}
-
-fn percentiles(mut micros: Vec<u32>) -> Latency {
-    if micros.is_empty() {
-        return Latency::default();
-    }
-    micros.sort_unstable();
-    let at = |p: f64| {
-        let i = ((micros.len() as f64 * p).ceil() as usize).saturating_sub(1).min(micros.len() - 1);
-        f64::from(micros[i]) / 1000.0
-    };
-    Latency { p50: at(0.50), p90: at(0.90), p99: at(0.99), max: at(1.0) }
-}
-
-fn purchase(sale_id: &str, customer: u64, run: &str) -> pb::PurchaseRequest {
-    pb::PurchaseRequest {
-        sale_id: sale_id.to_owned(),
-        customer_id: format!("load-{run}-{customer}"),
-        quantity: 1,
-        shipping_address: Some(ShippingAddress {
-            line1: "1 Load St".into(),
-            city: "Seoul".into(),
-            postal_code: format!("{:05}", 10_000 + customer % 80_000),
-            country: "KR".into(),
-        }),
-        idempotency_key: String::new(),
-    }
-}
-
-async fn connect(endpoint: &str, n: usize) -> anyhow::Result<Vec<TimeSaleServiceClient<Channel>>> {
-    let mut clients = Vec::with_capacity(n);
-    for _ in 0..n.max(1) {
-        let channel = Channel::from_shared(endpoint.to_owned())
-            .with_context(|| format!("--timesale-endpoint {endpoint:?} is not a URI"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect()
-            .await
-            .with_context(|| format!("cannot reach the time-sale service at {endpoint}"))?;
-        clients.push(TimeSaleServiceClient::new(channel));
-    }
-    Ok(clients)
-}
-
-/// Runs the load and returns its report; progress lines go to `progress`.
-pub async fn run(opts: &LoadOptions, mut progress: impl FnMut(String)) -> anyhow::Result<LoadReport> {
-    anyhow::ensure!(opts.concurrency > 0, "--concurrency must be at least 1");
-    anyhow::ensure!(opts.customers > 0, "--customers must be at least 1");
-    let clients = connect(&opts.timesale_endpoint, opts.connections).await?;
-    let mut admin = clients[0].clone();
-    let sale = match &opts.sale_id {
-        Some(id) => admin
-            .get_sale(pb::GetSaleRequest { sale_id: id.clone() })
-            .await
-            .with_context(|| format!("sale {id} cannot be read"))?
-            .into_inner(),
-        None => {
-            let now = chrono::Utc::now().timestamp();
-            admin
-                .create_sale(pb::CreateSaleRequest {
-                    sku: "LOAD-1".into(),
-                    title: "cloudmart-load flash sale".into(),
-                    price_cents: 100,
-                    total_stock: opts.stock,
-                    per_customer_limit: opts.per_customer_limit,
-                    starts_at: Some(prost_types::Timestamp { seconds: now - 5, nanos: 0 }),
-                    ends_at: Some(prost_types::Timestamp {
-                        seconds: now + opts.duration.as_secs() as i64 + 600,
-                        nanos: 0,
-                    }),
-                })
-                .await
-                .context("CreateSale failed")?
-                .into_inner()
+    fn describe(&self) -> String {
+        match self {
+            Self::FlashSale(f) => f.describe(),
+            Self::Orders(o) => o.describe(),
         }
-    };
-    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
-    progress(format!(
-        "sale {} ({} in stock): {} for {:?}, concurrency {}, {} connections",
-        sale.sale_id,
-        sale.remaining_stock,
-        if opts.sale_rps == 0 { "closed loop".to_owned() } else { format!("{} purchases/s", opts.sale_rps) },
-        opts.duration,
-        opts.concurrency,
-        clients.len()
-    ));
+    }
 
-    let tally = Arc::new(Tally::default());
-    let slots = Arc::new(Semaphore::new(opts.concurrency));
+    /// Call `call`; the future records its answer(s) into `recorder`.
+    fn call(&self, call: Call, recorder: Arc<Recorder>) -> BoxFuture<'static, ()> {
+        match self {
+            Self::FlashSale(f) => f.clone().purchase(call, recorder).boxed(),
+            Self::Orders(o) => o.clone().place(call, recorder).boxed(),
+        }
+    }
+
+    /// Work still open after its call returned.
+    fn open(&self) -> usize {
+        match self {
+            Self::FlashSale(_) => 0,
+            Self::Orders(o) => o.open(),
+        }
+    }
+
+    /// Waits for the work still open after the calls returned.
+    async fn settle(&self) {
+        if let Self::Orders(o) = self {
+            o.settle().await;
+        }
+    }
+}
+
+/// `message` as a request that carries `timeout` as its gRPC deadline.
+pub(crate) fn with_deadline<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Awaits `call`, cut off after `timeout` on the client's side as well (then it is
+/// `DEADLINE_EXCEEDED`): its answer and how long it took.
+pub(crate) async fn timed<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> (Result<T, tonic::Status>, Duration) {
     let started = Instant::now();
-    let end = tokio::time::Instant::now() + opts.duration;
-    let next = Arc::new(AtomicU64::new(0));
-    let send = {
-        let (tally, clients, sale_id, next) = (tally.clone(), clients.clone(), sale.sale_id.clone(), next.clone());
-        let (customers, timeout) = (opts.customers, opts.call_timeout);
-        move |permit: tokio::sync::OwnedSemaphorePermit| {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let mut client = clients[i as usize % clients.len()].clone();
-            let mut req = tonic::Request::new(purchase(&sale_id, i % customers, &run_id));
-            req.set_timeout(timeout);
-            let tally = tally.clone();
-            async move {
-                let t = Instant::now();
-                let result = match tokio::time::timeout(timeout, client.purchase(req)).await {
-                    Ok(r) => r.map(|_| ()),
-                    Err(_) => Err(tonic::Status::deadline_exceeded("client deadline")),
-                };
-                tally.record(result, t.elapsed());
-                drop(permit);
-            }
-        }
+    let result = match tokio::time::timeout(timeout, call).await {
+        Ok(answer) => answer.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::deadline_exceeded("client deadline")),
     };
+    (result, started.elapsed())
+}
 
-    let mut ticker = tokio::time::interval(opts.progress_every);
-    ticker.tick().await;
-    let mut tasks = tokio::task::JoinSet::new();
-    if opts.sale_rps == 0 {
-        for _ in 0..opts.concurrency {
-            let (slots, send) = (slots.clone(), send.clone());
-            tasks.spawn(async move {
-                while tokio::time::Instant::now() < end {
-                    let Ok(permit) = slots.clone().acquire_owned().await else { break };
-                    send(permit).await;
-                }
-            });
-        }
-    } else {
-        // Every 10 ms, send the calls that are due by now (a 1 ms timer cannot pace 5,000/s).
-        let (slots, send, tally, rps) = (slots.clone(), send.clone(), tally.clone(), f64::from(opts.sale_rps));
-        tasks.spawn(async move {
-            let mut pace = tokio::time::interval(Duration::from_millis(10));
-            pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            let t0 = tokio::time::Instant::now();
-            let mut due_sent = 0u64;
-            let mut inflight = tokio::task::JoinSet::new();
-            loop {
-                let now = pace.tick().await;
-                if now >= end {
-                    break;
-                }
-                let due = ((now - t0).as_secs_f64() * rps) as u64;
-                while due_sent < due {
-                    due_sent += 1;
-                    match slots.clone().try_acquire_owned() {
-                        Ok(permit) => {
-                            inflight.spawn(send(permit));
-                        }
-                        Err(_) => {
-                            tally.not_sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                while inflight.try_join_next().is_some() {}
-            }
-            while inflight.join_next().await.is_some() {}
-        });
+/// `n` connections to `endpoint` (named by `flag`, serving `service`).
+async fn connect(endpoint: &str, n: usize, flag: &str, service: &str) -> anyhow::Result<Vec<Channel>> {
+    let target = Endpoint::from_shared(endpoint.to_owned())
+        .with_context(|| format!("{flag} {endpoint:?} is not a URI (example: http://127.0.0.1:50051)"))?
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::with_capacity(n.max(1));
+    for _ in 0..n.max(1) {
+        channels
+            .push(target.connect().await.with_context(|| format!("cannot reach {service} at {endpoint} ({flag})"))?);
     }
+    Ok(channels)
+}
 
-    let mut last = (0u64, Instant::now());
-    loop {
+/// How often the open loop sends what is due (a 1 ms timer cannot pace 5,000/s).
+const PACE: Duration = Duration::from_millis(10);
+
+/// Runs the load and returns its report; `progress` shows it meanwhile.
+pub async fn run(opts: &LoadOptions, progress: &mut dyn Progress) -> anyhow::Result<LoadReport> {
+    opts.validate()?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
+    let workload = Workload::prepare(opts, run_id).await?;
+    progress.info(&format!(
+        "{}: {} for {:?}, concurrency {}, {} connections",
+        workload.describe(),
+        rate_text(&opts.schedule, opts.scenario),
+        opts.schedule.duration(),
+        opts.concurrency,
+        opts.connections.max(1)
+    ));
+    let recorder = Arc::new(Recorder::new(opts.schedule.steps().len()));
+    let watched = watch(opts, &workload, &recorder, progress).await?;
+    progress.finish();
+    assemble(opts, &workload, &recorder, watched).await
+}
+
+/// The schedule in words: `200 orders/s`, `ramp 100 → 200 purchases/s, 20s each`.
+fn rate_text(schedule: &Schedule, scenario: Scenario) -> String {
+    let unit = match scenario {
+        Scenario::FlashSale => "purchases/s",
+        Scenario::Orders => "orders/s",
+    };
+    let steps = schedule.steps();
+    match steps {
+        _ if schedule.is_closed_loop() => "closed loop".to_owned(),
+        [one] => format!("{} {unit}", one.rate),
+        _ => format!(
+            "ramp {} {unit}, {:?} each",
+            steps.iter().map(|s| s.rate.to_string()).collect::<Vec<_>>().join(" → "),
+            Duration::from_secs_f64(steps[0].secs)
+        ),
+    }
+}
+
+/// What [`watch`] saw.
+#[derive(Debug)]
+struct Watched {
+    collector: Collector,
+    /// When the load started (Unix time, ms).
+    started_at_unix_ms: u64,
+    /// Seconds from the start until the last call (not saga) was answered.
+    calls_secs: f64,
+}
+
+/// Sends the load and, once a second, collects the interval and shows the progress,
+/// until every call and every open saga is done.
+async fn watch(
+    opts: &LoadOptions,
+    workload: &Workload,
+    recorder: &Arc<Recorder>,
+    progress: &mut dyn Progress,
+) -> anyhow::Result<Watched> {
+    let started = tokio::time::Instant::now();
+    let started_at_unix_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let sender =
+        tokio::spawn(send_calls(opts.schedule.clone(), opts.concurrency, workload.clone(), recorder.clone(), started));
+    let done = async {
+        let sent = sender.await;
+        let secs = started.elapsed().as_secs_f64();
+        workload.settle().await;
+        (sent, secs)
+    };
+    tokio::pin!(done);
+    let mut ticker = tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut clock = IntervalClock { started, last: 0.0 };
+    let mut collector = Collector::default();
+    let calls_secs = loop {
         tokio::select! {
             _ = ticker.tick() => {
-                let attempts = Tally::get(&tally.attempts);
-                let rate = (attempts - last.0) as f64 / last.1.elapsed().as_secs_f64();
-                last = (attempts, Instant::now());
-                progress(format!(
-                    "t={:>4.0}s  {attempts} calls  {rate:.0}/s  ok {}  sold out {}  shed {}  timeouts {}  errors {}  not sent {}",
-                    started.elapsed().as_secs_f64(),
-                    Tally::get(&tally.succeeded),
-                    Tally::get(&tally.sold_out),
-                    Tally::get(&tally.shed),
-                    Tally::get(&tally.timeouts),
-                    Tally::get(&tally.errors),
-                    Tally::get(&tally.not_sent),
-                ));
+                let (t, secs, target) = clock.next(&opts.schedule);
+                collector.push(recorder.take_interval(), t, secs, target);
+                progress.update(&snapshot(&collector, &opts.schedule, started.elapsed(), workload));
             }
-            joined = tasks.join_next() => {
-                match joined {
-                    Some(r) => r.context("a load task panicked")?,
-                    None => break,
-                }
+            (sent, secs) = &mut done => {
+                sent.context("the load task panicked")??;
+                break secs;
             }
         }
+    };
+    let (t, secs, target) = clock.next(&opts.schedule);
+    collector.push_tail(recorder.take_interval(), t, secs, target);
+    Ok(Watched { collector, started_at_unix_ms, calls_secs })
+}
+
+/// Consecutive intervals of the run: each starts where the previous ended.
+struct IntervalClock {
+    started: tokio::time::Instant,
+    last: f64,
+}
+
+impl IntervalClock {
+    /// The interval from the end of the previous one until now: its start and length in
+    /// seconds, and the rate `schedule` aimed for in its middle.
+    fn next(&mut self, schedule: &Schedule) -> (f64, f64, f64) {
+        let now = self.started.elapsed().as_secs_f64();
+        let (t, secs) = (self.last, now - self.last);
+        self.last = now;
+        (t, secs, f64::from(schedule.target_at(Duration::from_secs_f64(t + secs / 2.0))))
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let after = admin
-        .get_sale(pb::GetSaleRequest { sale_id: sale.sale_id.clone() })
-        .await
-        .context("GetSale after the run failed")?
-        .into_inner();
-    let latencies = std::mem::take(&mut *tally.latencies.lock().unwrap_or_else(|e| e.into_inner()));
-    let attempts = Tally::get(&tally.attempts);
-    Ok(LoadReport {
-        scenario: "flash-sale".into(),
-        sale_id: sale.sale_id,
-        target_rps: opts.sale_rps,
+}
+
+/// The state of the run for the progress line.
+fn snapshot(collector: &Collector, schedule: &Schedule, elapsed: Duration, workload: &Workload) -> Snapshot {
+    let (recent, recent_secs) = collector.recent();
+    let total = collector.total();
+    let main = workload.main_operation();
+    let latency = [main, Operation::Saga]
+        .into_iter()
+        .filter_map(|op| recent.latency(op).map(|l| (op.name(), l.quantiles())))
+        .collect();
+    let outcomes = [main, Operation::Saga, Operation::Cancel]
+        .into_iter()
+        .filter(|op| total.answered(*op) > 0)
+        .map(|op| {
+            let classes =
+                op.classes().iter().map(|o| (o.label(), total.count(op, *o))).filter(|(_, n)| *n > 0).collect();
+            (op.name(), classes)
+        })
+        .collect();
+    Snapshot {
+        elapsed,
+        duration: schedule.duration(),
+        target_rps: schedule.target_at(elapsed),
+        step: schedule.is_ramp().then(|| schedule.step_at(elapsed).map(|i| (i + 1, schedule.steps().len()))).flatten(),
+        rate: cloudmart_load_report::model::per_second(recent.sent, recent_secs),
+        sent: total.sent,
+        not_sent: total.not_sent,
+        latency,
+        outcomes,
+        open: workload.open(),
+    }
+}
+
+/// Sends the calls of `schedule` (open loop) or keeps `concurrency` calls going until it
+/// ends (closed loop); returns once every call was answered.
+async fn send_calls(
+    schedule: Schedule,
+    concurrency: usize,
+    workload: Workload,
+    recorder: Arc<Recorder>,
+    started: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    if schedule.is_closed_loop() {
+        closed_loop(schedule.duration(), concurrency, workload, recorder, started).await
+    } else {
+        open_loop(schedule, concurrency, workload, recorder, started).await
+    }
+}
+
+async fn open_loop(
+    schedule: Schedule,
+    concurrency: usize,
+    workload: Workload,
+    recorder: Arc<Recorder>,
+    started: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    let end = started + schedule.duration();
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut pacer = Pacer::new(schedule);
+    let mut pace = tokio::time::interval(PACE);
+    pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut in_flight = JoinSet::new();
+    loop {
+        let now = pace.tick().await;
+        dispatch(pacer.due(now.saturating_duration_since(started)), &slots, &recorder, |call, permit| {
+            let answered = workload.call(call, recorder.clone());
+            in_flight.spawn(async move {
+                answered.await;
+                drop(permit);
+            });
+        });
+        while let Some(joined) = in_flight.try_join_next() {
+            joined.context("a call task failed")?;
+        }
+        if now >= end {
+            break;
+        }
+    }
+    while let Some(joined) = in_flight.join_next().await {
+        joined.context("a call task failed")?;
+    }
+    Ok(())
+}
+
+/// Sends each due call that gets a slot and counts the others as not sent.
+fn dispatch(
+    due: Vec<Call>,
+    slots: &Arc<Semaphore>,
+    recorder: &Recorder,
+    mut send: impl FnMut(Call, OwnedSemaphorePermit),
+) {
+    for call in due {
+        match slots.clone().try_acquire_owned() {
+            Ok(permit) => {
+                recorder.sent(call);
+                send(call, permit);
+            }
+            Err(_) => recorder.not_sent(call),
+        }
+    }
+}
+
+async fn closed_loop(
+    duration: Duration,
+    concurrency: usize,
+    workload: Workload,
+    recorder: Arc<Recorder>,
+    started: tokio::time::Instant,
+) -> anyhow::Result<()> {
+    let end = started + duration;
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = JoinSet::new();
+    for _ in 0..concurrency {
+        let (workload, recorder, next) = (workload.clone(), recorder.clone(), next.clone());
+        workers.spawn(async move {
+            while tokio::time::Instant::now() < end {
+                let call = Call { index: next.fetch_add(1, Ordering::Relaxed), step: 0 };
+                recorder.sent(call);
+                workload.call(call, recorder.clone()).await;
+            }
+        });
+    }
+    while let Some(joined) = workers.join_next().await {
+        joined.context("a load worker failed")?;
+    }
+    Ok(())
+}
+
+/// The report from everything the run recorded.
+async fn assemble(
+    opts: &LoadOptions,
+    workload: &Workload,
+    recorder: &Recorder,
+    watched: Watched,
+) -> anyhow::Result<LoadReport> {
+    let main = workload.main_operation();
+    let total = watched.collector.total().clone();
+    let (steps, error_samples) = recorder.steps_and_samples();
+    let (sale_id, total_stock, remaining_stock) = match workload {
+        Workload::FlashSale(f) => {
+            let (total, remaining) = f.stock_now().await?;
+            (f.sale_id().to_owned(), total, remaining)
+        }
+        Workload::Orders(_) => (String::new(), 0, 0),
+    };
+    let count = |outcome: Outcome| total.count(main, outcome);
+    let attempts = total.answered(main);
+    let mut report = LoadReport {
+        scenario: opts.scenario.name().to_owned(),
+        sale_id,
+        target_rps: opts.schedule.peak_rate(),
         concurrency: opts.concurrency,
-        duration_secs: elapsed,
+        duration_secs: watched.calls_secs,
         attempts,
-        succeeded: Tally::get(&tally.succeeded),
-        sold_out: Tally::get(&tally.sold_out),
-        limit_exceeded: Tally::get(&tally.limit_exceeded),
-        not_active: Tally::get(&tally.not_active),
-        shed: Tally::get(&tally.shed),
-        timeouts: Tally::get(&tally.timeouts),
-        errors: Tally::get(&tally.errors),
-        not_sent: Tally::get(&tally.not_sent),
-        achieved_rps: attempts as f64 / elapsed,
-        latency_ms: percentiles(latencies),
-        total_stock: i64::from(after.total_stock),
-        remaining_stock: i64::from(after.remaining_stock),
-        error_samples: tally.error_samples.lock().unwrap_or_else(|e| e.into_inner()).clone(),
-    })
+        succeeded: count(Outcome::Succeeded),
+        sold_out: count(Outcome::SoldOut),
+        limit_exceeded: count(Outcome::LimitExceeded),
+        not_active: count(Outcome::NotActive),
+        shed: count(Outcome::Shed),
+        timeouts: count(Outcome::Timeout),
+        errors: count(Outcome::Error),
+        not_sent: total.not_sent,
+        achieved_rps: cloudmart_load_report::model::per_second(attempts, watched.calls_secs),
+        latency_ms: total.latency(main).map(|l| Latency::from(&l.percentiles())).unwrap_or_default(),
+        total_stock,
+        remaining_stock,
+        error_samples,
+        started_at_unix_ms: watched.started_at_unix_ms,
+        operations: total.operation_reports(),
+        steps: if opts.schedule.is_ramp() { step_reports(&opts.schedule, &steps) } else { Vec::new() },
+        orders: match workload {
+            Workload::Orders(o) => Some(o.report()),
+            Workload::FlashSale(_) => None,
+        },
+        warnings: Vec::new(),
+        series: watched.collector.into_series(),
+    };
+    report.warnings = warnings(&report, opts);
+    Ok(report)
+}
+
+/// The figures of each step of `schedule`, from the intervals recorded per step.
+fn step_reports(schedule: &Schedule, recorded: &[Interval]) -> Vec<StepReport> {
+    schedule
+        .steps()
+        .iter()
+        .zip(recorded)
+        .enumerate()
+        .map(|(i, (step, interval))| StepReport {
+            step: u32::try_from(i + 1).unwrap_or(u32::MAX),
+            target_rps: step.rate,
+            start_secs: step.start_secs,
+            secs: step.secs,
+            sent: interval.sent,
+            not_sent: interval.not_sent,
+            achieved_rps: cloudmart_load_report::model::per_second(interval.sent, step.secs),
+            operations: interval.operation_reports(),
+        })
+        .collect()
+}
+
+/// What looks wrong with the run itself, in words that say what to do.
+fn warnings(report: &LoadReport, opts: &LoadOptions) -> Vec<String> {
+    let mut out = Vec::new();
+    if report.not_sent > 0 {
+        out.push(format!(
+            "{} calls were due while all {} slots were busy and were not sent: the rates above are below the \
+             target (raise --concurrency, or the service answers too slowly for this rate)",
+            report.not_sent, report.concurrency
+        ));
+    }
+    if let Some(o) = &report.orders {
+        if o.fault_confirmed > 0 {
+            out.push(format!(
+                "{} of {} orders to postal code {} were CONFIRMED: is the delivery service configured to fail it \
+                 (FAULT_DELIVERY_FAIL_POSTAL_CODES={})?",
+                o.fault_confirmed, o.fault, o.fault_postal_code, o.fault_postal_code
+            ));
+        }
+        if o.regular_delivery_failed > 0 {
+            out.push(format!(
+                "{} ordinary orders were cancelled with DELIVERY_FAILED (FAULT_DELIVERY_FAIL_RATIO or delivery \
+                 capacity?)",
+                o.regular_delivery_failed
+            ));
+        }
+    }
+    let saga_timeouts = report.operations.get(Operation::Saga.name()).map_or(0, |s| s.count(Outcome::Timeout.name()));
+    if saga_timeouts > 0 {
+        out.push(format!(
+            "{saga_timeouts} accepted orders were neither CONFIRMED nor CANCELLED within --saga-timeout {:?}",
+            opts.saga.timeout
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn durations_parse_with_units_and_refuse_nonsense() {
-        assert_eq!(parse_duration("120s"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("0s").unwrap_err().contains("longer than 0"));
-        assert!(parse_duration("10d").unwrap_err().contains("unknown unit"));
-        assert!(parse_duration("fast").unwrap_err().contains("not a duration"));
-        assert!(parse_duration("").unwrap_err().contains("not a duration"));
+    fn options(scenario: Scenario) -> LoadOptions {
+        LoadOptions {
+            scenario,
+            timesale_endpoint: "http://127.0.0.1:50053".into(),
+            order_endpoint: "http://127.0.0.1:50051".into(),
+            schedule: Schedule::constant(100, Duration::from_secs(1)),
+            concurrency: 3,
+            connections: 1,
+            stock: 10,
+            per_customer_limit: 1,
+            customers: 10,
+            sale_id: None,
+            call_timeout: Duration::from_secs(1),
+            mix: OrderMix { fault_share: 0.1, cancel_share: 0.05, fault_postal_code: "99999".into() },
+            saga: SagaOptions { timeout: Duration::from_secs(30), first_poll: Duration::from_millis(100) },
+        }
     }
 
     #[test]
-    fn percentiles_pick_the_nearest_rank() {
-        assert_eq!(percentiles(vec![]), Latency::default());
-        let l = percentiles((1..=100).rev().map(|ms| ms * 1000).collect());
-        assert_eq!(l, Latency { p50: 50.0, p90: 90.0, p99: 99.0, max: 100.0 });
-        assert_eq!(percentiles(vec![7000]), Latency { p50: 7.0, p90: 7.0, p99: 7.0, max: 7.0 });
+    fn a_saturated_generator_counts_what_it_could_not_send() {
+        let opts = options(Scenario::FlashSale);
+        let recorder = Recorder::new(1);
+        let slots = Arc::new(Semaphore::new(opts.concurrency));
+        let mut pacer = Pacer::new(opts.schedule.clone());
+        let mut held = Vec::new();
+        dispatch(pacer.due(Duration::from_millis(500)), &slots, &recorder, |call, permit| held.push((call, permit)));
+        assert_eq!(held.len(), 3, "three slots");
+        let first = recorder.take_interval();
+        assert_eq!((first.sent, first.not_sent), (3, 47));
+        held.clear(); // the three calls are answered
+        dispatch(pacer.due(Duration::from_secs(5)), &slots, &recorder, |call, permit| held.push((call, permit)));
+        let second = recorder.take_interval();
+        assert_eq!((second.sent, second.not_sent), (3, 47));
+        assert_eq!(held.iter().map(|(c, _)| c.index).collect::<Vec<_>>(), [50, 51, 52], "the first due get the slots");
+        let (steps, _) = recorder.steps_and_samples();
+        assert_eq!(steps[0].sent + steps[0].not_sent, 100, "every scheduled call is sent or not sent");
     }
 
     #[test]
-    fn outcomes_are_classified_by_code_and_reason() {
-        let t = Tally::default();
-        let refusal = |reason: &str| Err(cloudmart_platform::grpc::refusal(reason, "refused"));
-        t.record(Ok(()), Duration::from_millis(1));
-        t.record(refusal("SOLD_OUT"), Duration::from_millis(1));
-        t.record(refusal("LIMIT_EXCEEDED"), Duration::from_millis(1));
-        t.record(refusal("SALE_NOT_ACTIVE"), Duration::from_millis(1));
-        t.record(refusal("SOMETHING_ELSE"), Duration::from_millis(1));
-        t.record(Err(tonic::Status::resource_exhausted("busy")), Duration::from_millis(1));
-        t.record(Err(tonic::Status::deadline_exceeded("slow")), Duration::from_secs(5));
-        t.record(Err(tonic::Status::unavailable("down")), Duration::from_millis(1));
-        let counts: Vec<u64> =
-            [&t.attempts, &t.succeeded, &t.sold_out, &t.limit_exceeded, &t.not_active, &t.shed, &t.timeouts, &t.errors]
-                .iter()
-                .map(|c| Tally::get(c))
-                .collect();
-        assert_eq!(counts, [8, 1, 1, 1, 1, 1, 1, 2]);
-        assert_eq!(t.latencies.lock().unwrap().len(), 7, "timeouts are not latencies");
-        assert_eq!(t.error_samples.lock().unwrap().len(), 2);
+    fn combinations_are_refused_naming_the_flags() {
+        assert_eq!(options(Scenario::Orders).validate(), Ok(()));
+        let refuse = |opts: LoadOptions| opts.validate().unwrap_err().to_string();
+        let orders = options(Scenario::Orders);
+        let shares = LoadOptions {
+            mix: OrderMix { fault_share: 0.7, cancel_share: 0.5, ..orders.mix.clone() },
+            ..orders.clone()
+        };
+        assert!(refuse(shares).starts_with("--fault-share 0.7 and --cancel-share 0.5 add up to more than 1"));
+        let no_code =
+            LoadOptions { mix: OrderMix { fault_postal_code: " ".into(), ..orders.mix.clone() }, ..orders.clone() };
+        assert!(refuse(no_code).starts_with("--fault-postal-code is empty while --fault-share is 0.1"));
+        let sale = LoadOptions { sale_id: Some("s".into()), ..orders.clone() };
+        assert!(refuse(sale).starts_with("--sale-id belongs to --scenario flash-sale"));
+        assert!(refuse(LoadOptions { concurrency: 0, ..orders }).contains("--concurrency"));
+        let flash = LoadOptions {
+            mix: OrderMix { fault_postal_code: String::new(), ..options(Scenario::Orders).mix },
+            ..options(Scenario::FlashSale)
+        };
+        assert_eq!(flash.validate(), Ok(()), "the orders flags do not matter to the flash sale");
     }
 
     #[test]
-    fn the_report_line_round_trips() {
-        let r = LoadReport { sale_id: "s".into(), attempts: 3, succeeded: 2, ..Default::default() };
-        let log = format!("noise\n{}\nmore noise\n", r.line());
-        assert_eq!(LoadReport::from_log(&log), Some(r));
-        assert_eq!(LoadReport::from_log("no report here"), None);
+    fn ramp_steps_report_what_was_sent_in_them() {
+        let schedule = Schedule::ramp(&[10, 20], Duration::from_secs(2));
+        let recorder = Recorder::new(2);
+        let slots = Arc::new(Semaphore::new(1000));
+        let mut pacer = Pacer::new(schedule.clone());
+        let mut sent = Vec::new();
+        dispatch(pacer.due(Duration::from_secs(10)), &slots, &recorder, |call, _| sent.push(call));
+        for call in &sent {
+            recorder.answer(call.step, Operation::Purchase, Outcome::Succeeded, Some(Duration::from_millis(2)));
+        }
+        let (intervals, _) = recorder.steps_and_samples();
+        let steps = step_reports(&schedule, &intervals);
+        assert_eq!(steps.len(), 2);
+        assert_eq!((steps[0].step, steps[0].target_rps, steps[0].sent, steps[0].achieved_rps), (1, 10, 20, 10.0));
+        assert_eq!((steps[1].step, steps[1].start_secs, steps[1].sent, steps[1].achieved_rps), (2, 2.0, 40, 20.0));
+        assert_eq!(steps[1].operations["purchase"].count("succeeded"), 40);
+    }
+
+    #[test]
+    fn warnings_say_what_went_wrong_with_the_run() {
+        let opts = options(Scenario::Orders);
+        let mut report = LoadReport { not_sent: 5, concurrency: 3, ..LoadReport::default() };
+        report.orders = Some(OrdersReport {
+            fault_postal_code: "99999".into(),
+            fault: 10,
+            fault_confirmed: 10,
+            regular_delivery_failed: 1,
+            ..OrdersReport::default()
+        });
+        report.operations.insert(
+            "saga".into(),
+            cloudmart_load_report::OperationReport {
+                outcomes: [("timeouts".to_owned(), 2)].into_iter().collect(),
+                ..Default::default()
+            },
+        );
+        let w = warnings(&report, &opts);
+        assert_eq!(w.len(), 4, "{w:#?}");
+        assert!(w[0].starts_with("5 calls were due while all 3 slots were busy"));
+        assert!(w[1].contains("10 of 10 orders to postal code 99999 were CONFIRMED"));
+        assert!(w[2].starts_with("1 ordinary orders were cancelled with DELIVERY_FAILED"));
+        assert!(w[3].starts_with("2 accepted orders were neither CONFIRMED nor CANCELLED within --saga-timeout 30s"));
+        assert!(warnings(&LoadReport::default(), &opts).is_empty());
+    }
+
+    #[test]
+    fn the_rate_in_words() {
+        let secs = Duration::from_secs;
+        assert_eq!(rate_text(&Schedule::constant(0, secs(5)), Scenario::FlashSale), "closed loop");
+        assert_eq!(rate_text(&Schedule::constant(300, secs(5)), Scenario::Orders), "300 orders/s");
+        assert_eq!(
+            rate_text(&Schedule::ramp(&[100, 200], secs(20)), Scenario::FlashSale),
+            "ramp 100 → 200 purchases/s, 20s each"
+        );
     }
 }

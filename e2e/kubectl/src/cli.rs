@@ -1,5 +1,6 @@
 //! The command line of `kubectl-cloudmart` (clap derive).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -74,6 +75,11 @@ pub struct LoadArgs {
     /// Print the Job manifest as YAML and exit without contacting the cluster.
     #[arg(long)]
     pub dry_run: bool,
+
+    /// Write a PNG chart of the run to this file: the load generator's calls per second,
+    /// latency and outcomes per second, and the time-sale replicas the HPA had meanwhile.
+    #[arg(long, value_name = "FILE.png")]
+    pub chart: Option<PathBuf>,
 }
 
 impl LoadArgs {
@@ -86,6 +92,7 @@ impl LoadArgs {
             image: self.image.clone(),
             poll: Duration::from_secs(self.poll),
             keep: self.keep,
+            chart: self.chart.clone(),
         }
     }
 }
@@ -153,6 +160,7 @@ mod tests {
         assert_eq!(opts.poll, Duration::from_secs(5));
         assert_eq!(opts.image, "cloudmart/tools:dev");
         assert!(!opts.keep && !args.dry_run);
+        assert_eq!(opts.chart, None);
         assert_eq!(cli.release, "cloudmart");
 
         let cli = Cli::try_parse_from([
@@ -167,6 +175,8 @@ mod tests {
             "--duration",
             "2m",
             "--keep",
+            "--chart",
+            "out/load.png",
         ])
         .unwrap();
         assert_eq!(cli.target(), Release::new("shop", "cm"));
@@ -174,6 +184,7 @@ mod tests {
         assert_eq!(args.options().duration, Duration::from_secs(120));
         assert_eq!(args.options().sale_rps, 500);
         assert!(args.keep);
+        assert_eq!(args.options().chart, Some(PathBuf::from("out/load.png")));
 
         assert!(Cli::try_parse_from(["kubectl-cloudmart", "load", "--sale-rps", "0"]).is_err());
     }

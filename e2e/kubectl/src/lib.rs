@@ -16,10 +16,13 @@
 //!   the report line from the pod log, delete the Job.
 //! - [`scaling`]: reading replicas and CPU utilisation out of an HPA.
 //! - [`report`]: the load generator's `CLOUDMART_LOAD_REPORT {json}` line and the printed report.
+//! - [`chart`]: `load --chart`: the load generator's chart with the HPA's replicas added,
+//!   drawn by `cloudmart-load-report` (the crate `cloudmart-load` draws its chart with).
 //!
 //! Every operation takes a `kube::Client`, its options and a writer for its output, so the
 //! tests drive them against a scripted fake API server and read what a user would see.
 
+pub mod chart;
 pub mod cli;
 pub mod job;
 pub mod load;

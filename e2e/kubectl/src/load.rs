@@ -10,7 +10,8 @@
 
 use std::future::Future;
 use std::io::Write;
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -22,7 +23,7 @@ use kube::{Api, Client};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::job::{CONTAINER_NAME, TTL_AFTER_FINISHED_SECS, load_job, to_yaml};
-use crate::report::{LoadGenReport, REPORT_PREFIX, ScalingSummary, find_report, render};
+use crate::report::{HpaSample, LoadGenReport, REPORT_PREFIX, ScalingSummary, find_report, render};
 use crate::scaling::{DeploymentView, HpaView, count_text};
 use crate::{AUTOSCALED_SERVICE, Release};
 
@@ -47,6 +48,8 @@ pub struct LoadOptions {
     pub poll: Duration,
     /// Keep the Job after a finished run.
     pub keep: bool,
+    /// Draw the report's series and the HPA's replicas into this PNG.
+    pub chart: Option<PathBuf>,
 }
 
 /// How a load run ended when it did not fail.
@@ -90,6 +93,10 @@ where
     C: Future<Output = ()>,
 {
     let ns = release.namespace.as_str();
+    if opts.chart.is_some() {
+        // Before minutes of load, not after: the chart needs a font.
+        cloudmart_load_report::chart::font().context("--chart")?;
+    }
     let run = Run::new(client, release, opts, job_name);
 
     let hpa = run
@@ -213,6 +220,11 @@ fn job_end(job: &Job) -> Option<JobEnd> {
     }
 }
 
+/// The wall clock in Unix milliseconds (0 before 1970).
+fn unix_ms_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// The last `n` lines of `logs`.
 fn tail(logs: &str, n: usize) -> Vec<&str> {
     let lines: Vec<&str> = logs.lines().collect();
@@ -258,6 +270,7 @@ impl<'a> Run<'a> {
             max_replicas: replicas_at_start,
             first_scale_up: None,
             samples: 0,
+            timeline: Vec::new(),
         };
         let started = Instant::now();
         let mut ticker = tokio::time::interval(self.opts.poll);
@@ -279,6 +292,9 @@ impl<'a> Run<'a> {
                 match find_report(&logs).with_context(|| format!("reading the report of Job {job_name} (pod {pod})"))? {
                     Some(report) => {
                         render(out, job_name, &report, &scaling)?;
+                        if let Some(path) = &self.opts.chart {
+                            crate::chart::write(path, job_name, &report, &scaling, out)?;
+                        }
                         Ok(LoadSummary { job: job_name.to_owned(), report, scaling })
                     }
                     None => {
@@ -314,6 +330,12 @@ impl<'a> Run<'a> {
             Ok(hpa) => {
                 let view = HpaView::of(&hpa);
                 scaling.samples += 1;
+                scaling.timeline.push(HpaSample {
+                    since_job: t,
+                    at_unix_ms: unix_ms_now(),
+                    current: view.current_replicas,
+                    desired: view.desired_replicas,
+                });
                 if let Some(current) = view.current_replicas {
                     scaling.max_replicas = scaling.max_replicas.max(current);
                     if current > scaling.replicas_at_start && scaling.first_scale_up.is_none() {

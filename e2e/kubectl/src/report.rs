@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use cloudmart_load_report::{Second, StepReport};
 use serde::{Deserialize, Serialize};
 
 /// Prefix of the load generator's report line.
@@ -46,6 +47,15 @@ pub struct LoadGenReport {
     pub total_stock: u64,
     /// Stock left at the end.
     pub remaining_stock: u64,
+    /// When the load started (Unix time, ms; 0 from a load generator that did not say):
+    /// lines the HPA samples up with the series on the chart.
+    pub started_at_unix_ms: u64,
+    /// The steps of a `--ramp` run.
+    pub steps: Vec<StepReport>,
+    /// What the load generator found wrong with the run itself.
+    pub warnings: Vec<String>,
+    /// One point per second: what the chart draws.
+    pub series: Vec<Second>,
 }
 
 /// Latency percentiles in milliseconds.
@@ -71,6 +81,19 @@ pub fn find_report(logs: &str) -> Result<Option<LoadGenReport>> {
         .map(Some)
 }
 
+/// One look at the HPA during a load run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HpaSample {
+    /// Time since the Job was created.
+    pub since_job: Duration,
+    /// Wall-clock time of the sample (Unix time, ms).
+    pub at_unix_ms: u64,
+    /// Replicas the HPA last saw.
+    pub current: Option<i32>,
+    /// Replicas the HPA wants.
+    pub desired: Option<i32>,
+}
+
 /// What the time-sale autoscaler did during a load run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScalingSummary {
@@ -84,6 +107,8 @@ pub struct ScalingSummary {
     pub first_scale_up: Option<Duration>,
     /// How many times the HPA was sampled.
     pub samples: u32,
+    /// Every sample, in order (the chart's replica panel).
+    pub timeline: Vec<HpaSample>,
 }
 
 /// Writes the report of a finished load run.
@@ -112,6 +137,22 @@ pub fn render<W: Write + ?Sized>(
     let l = &r.latency_ms;
     writeln!(out, "  latency ms        p50 {}  p90 {}  p99 {}  max {}", l.p50, l.p90, l.p99, l.max)?;
     writeln!(out, "  stock             {} total, {} remaining, {sold} sold", r.total_stock, r.remaining_stock)?;
+    for s in &r.steps {
+        let figures = s.operations.get("purchase").cloned().unwrap_or_default();
+        writeln!(
+            out,
+            "  step {:<12} target {}/s, achieved {:.1}/s, not sent {}, succeeded {}, p99 {} ms",
+            s.step,
+            s.target_rps,
+            s.achieved_rps,
+            s.not_sent,
+            figures.count("succeeded"),
+            figures.latency_ms.p99
+        )?;
+    }
+    for w in &r.warnings {
+        writeln!(out, "  warning           {w}")?;
+    }
     writeln!(out, "autoscaling (HPA {})", scaling.hpa)?;
     writeln!(out, "  replicas at start {}", scaling.replicas_at_start)?;
     writeln!(out, "  max replicas      {}", scaling.max_replicas)?;
@@ -140,6 +181,42 @@ mod tests {
         assert_eq!(report.sold_out, 22000);
         assert_eq!(report.latency_ms.p99, 9.9);
         assert_eq!(report.target_rps, 200.0);
+        assert_eq!((report.started_at_unix_ms, report.steps.len(), report.series.len()), (0, 0, 0), "added later");
+    }
+
+    #[test]
+    fn the_series_steps_and_warnings_of_a_newer_load_generator_are_read() {
+        let line = r#"CLOUDMART_LOAD_REPORT {"attempts":30,"started_at_unix_ms":1700000000123,"steps":[{"step":1,"target_rps":10,"secs":3.0,"sent":30,"achieved_rps":10.0,"operations":{"purchase":{"outcomes":{"succeeded":30},"latency_ms":{"p99":4.5}}}}],"warnings":["slow"],"series":[{"t":0.0,"secs":1.0,"target_rps":10.0,"sent":10,"outcomes":{"purchase":{"succeeded":10}},"latency_ms":{"purchase":{"p50":1.0,"p99":4.5}}}]}"#;
+        let report = find_report(line).unwrap().unwrap();
+        assert_eq!((report.started_at_unix_ms, report.steps.len(), report.series.len()), (1_700_000_000_123, 1, 1));
+        assert_eq!(report.series[0].latency_ms["purchase"].p99, 4.5);
+        let scaling = ScalingSummary {
+            hpa: "h".into(),
+            replicas_at_start: 1,
+            max_replicas: 1,
+            first_scale_up: None,
+            samples: 0,
+            timeline: Vec::new(),
+        };
+        let mut out = Vec::new();
+        render(&mut out, "j", &report, &scaling).unwrap();
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.contains("step 1            target 10/s, achieved 10.0/s, not sent 0, succeeded 30, p99 4.5 ms"),
+            "{out}"
+        );
+        assert!(out.contains("warning           slow"), "{out}");
+    }
+
+    #[test]
+    fn a_report_of_the_current_load_generator_parses() {
+        // The stdout of the run charted in docs/load-example.png.
+        let logs = include_str!("../../load-report/fixtures/orders-ramp.log");
+        let report = find_report(logs).unwrap().expect("a report line");
+        assert_eq!((report.scenario.as_str(), report.steps.len()), ("orders", 3));
+        assert!(report.started_at_unix_ms > 0);
+        let sent: u64 = report.series.iter().map(|s| s.sent).sum();
+        assert_eq!(sent, report.attempts);
     }
 
     #[test]

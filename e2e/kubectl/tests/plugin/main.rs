@@ -38,6 +38,7 @@ fn options() -> LoadOptions {
         image: "cloudmart/tools:dev".to_owned(),
         poll: Duration::from_millis(10),
         keep: false,
+        chart: None,
     }
 }
 
@@ -264,6 +265,33 @@ async fn keep_leaves_the_finished_job() {
     assert!(matches!(result, Ok(LoadOutcome::Finished(_))), "{out}");
     assert!(api.requests_to("DELETE", JOB_PATH).is_empty());
     assert!(out.contains("kept Job cloudmart-load-1700000000"), "{out}");
+}
+
+#[tokio::test]
+async fn chart_draws_the_series_and_the_replicas() {
+    if cloudmart_load_report::chart::font().is_err() {
+        eprintln!("SKIP: no TrueType font on this machine (fonts-dejavu-core)");
+        return;
+    }
+    let series: Vec<Value> = (0..5)
+        .map(|t| {
+            json!({ "t": t, "secs": 1.0, "target_rps": 250.0, "sent": 250,
+                    "outcomes": { "purchase": { "succeeded": 200, "sold_out": 50 } },
+                    "latency_ms": { "purchase": { "p50": 1.5, "p99": 7.0 } } })
+        })
+        .collect();
+    let line =
+        format!("CLOUDMART_LOAD_REPORT {}", json!({ "scenario": "flash-sale", "attempts": 1250, "series": series }));
+    let api = FakeApi::start(load_script(complete(), Reply::Text(format!("starting\n{line}\n")))).await;
+    let path = std::env::temp_dir().join(format!("kubectl-cloudmart-plugin-{}", std::process::id())).join("load.png");
+
+    let (result, out) = run_load(&api, &LoadOptions { chart: Some(path.clone()), ..options() }).await;
+    assert!(matches!(result, Ok(LoadOutcome::Finished(_))), "{out}");
+    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("no chart at {}: {e}\n{out}", path.display()));
+    std::fs::remove_dir_all(path.parent().unwrap()).ok();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert!(out.contains(&format!("chart written to {}", path.display())), "{out}");
+    assert_deleted_in_background(&api);
 }
 
 #[tokio::test]
