@@ -119,14 +119,12 @@ pub fn classify_status(op: Operation, status: &tonic::Status) -> Outcome {
     match status.code() {
         Code::ResourceExhausted => Outcome::Shed,
         Code::DeadlineExceeded => Outcome::Timeout,
-        Code::FailedPrecondition if op == Operation::Purchase => {
-            match contract::reason_of(status).as_deref() {
-                Some(reasons::SOLD_OUT) => Outcome::SoldOut,
-                Some(reasons::LIMIT_EXCEEDED) => Outcome::LimitExceeded,
-                Some(reasons::SALE_NOT_ACTIVE) => Outcome::NotActive,
-                _ => Outcome::Error,
-            }
-        }
+        Code::FailedPrecondition if op == Operation::Purchase => match contract::reason_of(status).as_deref() {
+            Some(reasons::SOLD_OUT) => Outcome::SoldOut,
+            Some(reasons::LIMIT_EXCEEDED) => Outcome::LimitExceeded,
+            Some(reasons::SALE_NOT_ACTIVE) => Outcome::NotActive,
+            _ => Outcome::Error,
+        },
         Code::FailedPrecondition if op == Operation::Cancel => Outcome::Refused,
         _ => Outcome::Error,
     }

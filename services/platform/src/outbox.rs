@@ -16,7 +16,9 @@ use std::{sync::Arc, time::Duration};
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use rdkafka::{
-    producer::{FutureProducer, FutureRecord, Producer},
+    error::KafkaError,
+    producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer},
+    types::RDKafkaErrorCode,
     util::Timeout,
 };
 use sea_orm::{
@@ -176,24 +178,60 @@ pub struct OutboxRelay {
 
 impl OutboxRelay {
     pub fn new(db: DatabaseConnection, producer: FutureProducer, kafka: KafkaArgs, signal: OutboxSignal) -> Self {
-        Self { db, producer, kafka, signal, batch_size: 256, poll_interval: Duration::from_millis(500) }
+        Self { db, producer, kafka, signal, batch_size: BATCH_SIZE, poll_interval: Duration::from_millis(500) }
     }
 
     /// Publishes one batch of unpublished rows and marks the sent ones. Returns how many
     /// were published. The relay's single step; tests call it directly.
     pub async fn publish_pending(&self) -> anyhow::Result<usize> {
-        Ok(self.publish_after(0).await?.0)
+        match self.send_after(0).await? {
+            Some(batch) => batch.finish().await,
+            None => Ok(0),
+        }
     }
 
-    /// Publishes the first batch of unpublished rows with an id above `after`; returns
-    /// how many were published and the highest id of the batch.
+    /// Publishes everything that is pending now: from the lowest unpublished id, then
+    /// forward batch by batch. Each drain starts from the beginning again, so a row whose
+    /// transaction took a lower id but committed after a later one is sent by the next
+    /// drain (a commit's wake-up or the poll) rather than skipped.
+    ///
+    /// On PostgreSQL the next batch is locked and handed to the producer while the broker
+    /// still acknowledges the previous one (its rows stay locked in their own transaction,
+    /// so the next query skips them): the database and the broker work at the same time
+    /// instead of taking turns. Records still reach the producer in id order, which keeps
+    /// each key's events in order. SQLite has one connection, so it takes turns.
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let overlap = self.db.get_database_backend() == DbBackend::Postgres;
+        let (mut total, mut after) = (0, 0);
+        let mut in_flight: Option<InFlight> = None;
+        loop {
+            let next = self.send_after(after).await;
+            if let Some(previous) = in_flight.take() {
+                total += previous.finish().await?;
+            }
+            let Some(batch) = next? else { return Ok(total) };
+            after = batch.last;
+            if (batch.rows.len() as u64) < self.batch_size {
+                return Ok(total + batch.finish().await?);
+            }
+            if overlap {
+                in_flight = Some(batch);
+            } else {
+                total += batch.finish().await?;
+            }
+        }
+    }
+
+    /// Locks the first batch of unpublished rows with an id above `after` and hands them
+    /// to the producer; `None` when there are none. [`InFlight::finish`] waits for the
+    /// broker and marks them.
     ///
     /// Why the lower bound: a published row is updated, not deleted, and until vacuum the
     /// index on `(published_at, id)` still holds an entry for its unpublished version. A
     /// query for "the first unpublished rows" walks past every such dead entry — the
     /// drain of a 100k-row outbox spent most of its time there, slower with every batch
     /// (`make bench`, P4). Seeking to `id > after` skips them.
-    async fn publish_after(&self, after: i64) -> anyhow::Result<(usize, i64)> {
+    async fn send_after(&self, after: i64) -> anyhow::Result<Option<InFlight>> {
         let (txn, tx_span) = crate::db::begin(&self.db, "outbox_publish").await?;
         let mut query = entity::Entity::find()
             .filter(entity::Column::PublishedAt.is_null())
@@ -206,10 +244,11 @@ impl OutboxRelay {
         let rows = query.all(&txn).await?;
         let Some(last) = rows.last().map(|r| r.id) else {
             tx_span.commit(txn).await?;
-            return Ok((0, after));
+            return Ok(None);
         };
-        let topics: Vec<String> = rows.iter().map(|r| self.kafka.topic(&r.topic)).collect();
-        let sends = rows.iter().zip(&topics).map(|(row, topic)| {
+        let mut deliveries = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let topic = self.kafka.topic(&row.topic);
             // The publish span continues the trace of the transaction that wrote the row,
             // and the consumer continues the publish span (its context goes in the headers).
             let span = tracing::info_span!(
@@ -245,20 +284,72 @@ impl OutboxRelay {
                 traceparent,
                 tracestate,
             };
-            let record = FutureRecord::to(topic)
+            let mut record = FutureRecord::to(&topic)
                 .key(row.event_key.as_bytes())
                 .payload(row.payload.as_slice())
                 .headers(meta.to_headers());
-            let send = self.producer.send(record, Timeout::After(Duration::from_secs(15)));
+            // Enqueue now (the record is copied into the producer's queue); a full queue
+            // is waited out, bounded like `send`'s queue timeout.
+            let queued = std::time::Instant::now();
+            let delivery = loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break Ok(delivery),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), again))
+                        if queued.elapsed() < QUEUE_WAIT =>
+                    {
+                        record = again;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => break Err(e),
+                }
+            };
+            deliveries.push((span, delivery));
+        }
+        Ok(Some(InFlight { txn, tx_span, rows, deliveries, last }))
+    }
+}
+
+/// Rows per relay batch (one transaction, one UPDATE marking them). Under a light load a
+/// batch holds what is pending, so the size only matters for a backlog, where fewer,
+/// larger transactions drain faster (`make bench`, P4).
+const BATCH_SIZE: u64 = 1024;
+
+/// How long a record waits for room in a full producer queue before it counts as failed.
+const QUEUE_WAIT: Duration = Duration::from_secs(15);
+
+/// A batch handed to the producer: its rows locked in `txn`, one delivery per row.
+struct InFlight {
+    txn: sea_orm::DatabaseTransaction,
+    tx_span: db::TxnSpan,
+    rows: Vec<entity::Model>,
+    deliveries: Vec<(tracing::Span, Result<DeliveryFuture, KafkaError>)>,
+    /// The highest id of the batch.
+    last: i64,
+}
+
+impl InFlight {
+    /// Waits until the broker acknowledged (or refused) every record, marks the sent rows
+    /// published and commits. Returns how many were published; an error when some were
+    /// not (they stay unpublished for the next pass).
+    async fn finish(self) -> anyhow::Result<usize> {
+        let InFlight { txn, tx_span, rows, deliveries, .. } = self;
+        let results = futures::future::join_all(deliveries.into_iter().map(|(span, delivery)| {
             let recorder = span.clone();
             async move {
-                let result = send.await;
+                let result = match delivery {
+                    Ok(delivery) => match delivery.await {
+                        Ok(Ok(d)) => Ok(d),
+                        Ok(Err((e, _))) => Err(e),
+                        Err(_canceled) => Err(KafkaError::Canceled),
+                    },
+                    Err(e) => Err(e),
+                };
                 match &result {
                     Ok(delivery) => {
                         recorder.record("messaging.destination.partition.id", delivery.partition.to_string());
                         recorder.record("messaging.kafka.offset", delivery.offset);
                     }
-                    Err((e, _)) => {
+                    Err(e) => {
                         recorder.record("otel.status_code", "ERROR");
                         recorder.record("error.type", e.to_string());
                     }
@@ -266,8 +357,8 @@ impl OutboxRelay {
                 result
             }
             .instrument(span)
-        });
-        let results = futures::future::join_all(sends).await;
+        }))
+        .await;
         let mut sent = Vec::with_capacity(rows.len());
         for (row, result) in rows.iter().zip(results) {
             match result {
@@ -276,7 +367,7 @@ impl OutboxRelay {
                     crate::metrics::outbox_published(&row.topic, &row.event_type, latency);
                     sent.push(row.id)
                 }
-                Err((e, _)) => {
+                Err(e) => {
                     crate::metrics::outbox_publish_failed(&row.topic);
                     tracing::warn!(event_id = %row.event_id, topic = %row.topic, error = %e, "outbox publish failed; will retry")
                 }
@@ -294,25 +385,11 @@ impl OutboxRelay {
             anyhow::bail!("{} of {} outbox events could not be published", rows.len() - sent.len(), rows.len());
         }
         tracing::debug!(count = sent.len(), "outbox published");
-        Ok((sent.len(), last))
+        Ok(sent.len())
     }
+}
 
-    /// Publishes everything that is pending now: from the lowest unpublished id, then
-    /// forward batch by batch. Each drain starts from the beginning again, so a row whose
-    /// transaction took a lower id but committed after a later one is sent by the next
-    /// drain (a commit's wake-up or the poll) rather than skipped.
-    pub async fn drain(&self) -> anyhow::Result<usize> {
-        let (mut total, mut after) = (0, 0);
-        loop {
-            let (n, last) = self.publish_after(after).await?;
-            total += n;
-            if (n as u64) < self.batch_size {
-                return Ok(total);
-            }
-            after = last;
-        }
-    }
-
+impl OutboxRelay {
     /// Runs until `token` is cancelled, then publishes what is left and flushes.
     /// A failed pass (broker or database unavailable) is retried after a jittered
     /// [`Backoff`] delay (100 ms up to 5 s), reset by the next successful pass.
