@@ -1,17 +1,19 @@
-//! P3 — saga latency: `PlaceOrder` accepted → `CONFIRMED` observed.
+//! P3 — saga latency: `PlaceOrder` accepted → `CONFIRMED`.
 //!
 //! On P2's stack ([`super::p2_intake::Stack`]), after its backlog settled: orders arrive at
-//! half the rate P2 measured (open loop: one every `1 / rate`, whether or not earlier ones
-//! finished); about 25 of them a second are followed by `GetOrder` every 2 ms until they
-//! are CONFIRMED (following every order would load the services with polls more than
-//! with orders). The latency
-//! runs from PlaceOrder's answer to the first GetOrder that shows CONFIRMED, so it
-//! includes up to 2 ms of polling.
+//! half the maximum order rate (open loop: one every `1 / rate`, whether or not earlier
+//! ones finished). Nothing polls: once the last order is placed, the bench waits until
+//! none of them is PENDING and reads each order's own timestamps — `created_at` (the
+//! PlaceOrder transaction) and `updated_at` of the CONFIRMED row (the order consumer's
+//! transaction) — so the figure is the saga itself, from the first commit to the last.
+//! (An earlier version followed orders with `GetOrder` every 2 ms; once the sagas lagged,
+//! the followers multiplied and their polls took the order service's database pool from
+//! the very consumer they waited for.)
 //!
 //! Where the time goes, from the timestamps the services write (one clock: same machine):
 //! `orders.created_at` → `deliveries.created_at` is hop 1 (order's outbox relay, Kafka,
 //! delivery's consumer and its transaction); → `orders.updated_at` of the CONFIRMED order is
-//! hop 2 (delivery's relay, Kafka, order's consumer); the rest is the client's polling.
+//! hop 2 (delivery's relay, Kafka, order's consumer).
 //! Each relay's own share is `outbox.published_at − outbox.created_at` (marked after the
 //! broker acknowledged the whole batch).
 //!
@@ -28,7 +30,6 @@ use std::{
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
-use cloudmart_proto::order::v1 as pb;
 use rdkafka::{Message, consumer::Consumer, producer::FutureRecord};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::task::JoinSet;
@@ -50,12 +51,12 @@ pub(crate) fn not_measured(reason: &str) -> Vec<Figure> {
     ]
 }
 
-/// One order's way through the saga, as the client saw it.
+/// One order's way through the saga, from the order's own timestamps.
 struct Observed {
     order_id: String,
-    /// PlaceOrder answered (wall clock, to compare with the services' timestamps).
+    /// The PlaceOrder transaction (`orders.created_at`).
     accepted_at: DateTime<Utc>,
-    /// Accepted → CONFIRMED observed.
+    /// Until the CONFIRMED transaction (`orders.updated_at`).
     latency: Duration,
 }
 
@@ -88,9 +89,10 @@ pub(crate) async fn run(ctx: &Ctx, stack: &Stack, rate: f64, intake: f64) -> Vec
     };
     eprintln!("bench: P3: {hops}");
     let note = format!(
-        "{} followed orders among orders at {rate:.0}/s (half of the maximum order rate) for {secs:.0} s, open loop, polled with \
-         GetOrder every 2 ms until CONFIRMED ({cancelled} cancelled, {failed} failed); PostgreSQL and Kafka on loopback, order and \
-         delivery in-process. Where the time goes (medians): {hops}.{}",
+        "{} orders CONFIRMED of orders placed at {rate:.0}/s (half of the maximum order rate) for {secs:.0} s, open loop, timed \
+         from the order's PlaceOrder transaction to its CONFIRMED transaction (the services' timestamps, nothing polls; \
+         {cancelled} cancelled, {failed} failed); PostgreSQL and Kafka on loopback, order and delivery in-process. Where the time \
+         goes (medians): {hops}.{}",
         orders.len(),
         if 2.0 * rate < intake * 0.99 {
             format!(
@@ -119,23 +121,16 @@ pub(crate) async fn run(ctx: &Ctx, stack: &Stack, rate: f64, intake: f64) -> Vec
     ]
 }
 
-enum Followed {
-    No,
-    Confirmed(Observed),
-    Cancelled,
-}
-
-/// Orders at `rate` for `length`; returns the confirmed ones, and counts of cancelled
-/// and failed ones.
+/// Orders at `rate` for `length`, then (once none is PENDING, at most 60 s later) their
+/// timestamps; returns the confirmed ones, and counts of cancelled and failed ones
+/// (refused, or still PENDING after the wait).
 async fn measure(stack: &Stack, rate: f64, length: Duration) -> anyhow::Result<(Vec<Observed>, usize, usize)> {
     anyhow::ensure!(rate > 0.0, "no order rate to run at");
+    let since = Utc::now() - chrono::Duration::seconds(1);
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let started = Instant::now();
     let mut tasks = JoinSet::new();
-    // About 25 orders a second are followed; the others are only placed, so that polling
-    // does not load the services more than the orders do.
-    let follow_every = ((rate / 25.0).round() as u64).max(1);
     let mut i = 0u64;
     while started.elapsed() < length {
         tick.tick().await;
@@ -143,39 +138,16 @@ async fn measure(stack: &Stack, rate: f64, length: Duration) -> anyhow::Result<(
         let mut client = stack.client.clone();
         tasks.spawn(async move {
             let placed = client.place_order(order_request(1_000_000, i)).await?.into_inner();
-            if !i.is_multiple_of(follow_every) {
-                return anyhow::Ok(Followed::No);
-            }
-            let accepted = Instant::now();
-            let accepted_at = Utc::now();
-            let order_id = placed.order.context("PlaceOrder returned no order")?.order_id;
-            loop {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-                let o = client.get_order(pb::GetOrderRequest { order_id: order_id.clone() }).await?.into_inner();
-                match o.status() {
-                    pb::OrderStatus::Confirmed => {
-                        return Ok(Followed::Confirmed(Observed {
-                            order_id,
-                            accepted_at,
-                            latency: accepted.elapsed(),
-                        }));
-                    }
-                    pb::OrderStatus::Cancelled => return Ok(Followed::Cancelled),
-                    _ if accepted.elapsed() > Duration::from_secs(60) => {
-                        anyhow::bail!("order {order_id} not CONFIRMED after 60 s")
-                    }
-                    _ => {}
-                }
-            }
+            anyhow::Ok(placed.order.context("PlaceOrder returned no order")?.order_id)
         });
     }
-    let (mut confirmed, mut cancelled, mut failed) = (Vec::new(), 0, 0);
+    let (mut placed, mut failed) = (std::collections::HashSet::new(), 0);
     let mut last_error = None;
     while let Some(r) = tasks.join_next().await {
         match r? {
-            Ok(Followed::Confirmed(o)) => confirmed.push(o),
-            Ok(Followed::Cancelled) => cancelled += 1,
-            Ok(Followed::No) => {}
+            Ok(id) => {
+                placed.insert(id);
+            }
             Err(e) => {
                 failed += 1;
                 last_error = Some(e);
@@ -183,9 +155,49 @@ async fn measure(stack: &Stack, rate: f64, length: Duration) -> anyhow::Result<(
         }
     }
     if let Some(e) = last_error {
-        eprintln!("bench: P3: {failed} orders failed, last: {e:#}");
+        eprintln!("bench: P3: {failed} PlaceOrder calls failed, last: {e:#}");
     }
-    Ok((confirmed, cancelled, failed))
+    // Until every saga ended (or 60 s): one query of the order table every 250 ms.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let rows = loop {
+        let rows = times(
+            &stack.order.db,
+            "SELECT order_id AS k, created_at AS a, \
+             CASE WHEN status = 'PENDING' THEN NULL ELSE updated_at END AS b \
+             FROM orders WHERE created_at >= $1",
+            since,
+        )
+        .await?;
+        let pending = rows.iter().filter(|(k, _, b)| b.is_none() && placed.contains(k)).count();
+        if pending == 0 || Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let confirmed_ids: std::collections::HashSet<String> = confirmed(&stack.order.db, since).await?;
+    let (mut orders, mut cancelled) = (Vec::new(), 0);
+    for (order_id, created, ended) in rows.into_iter().filter(|(k, ..)| placed.contains(k)) {
+        match ended {
+            None => failed += 1,
+            Some(_) if !confirmed_ids.contains(&order_id) => cancelled += 1,
+            Some(ended) => {
+                orders.push(Observed { order_id, accepted_at: created, latency: (ended - created).to_std()? })
+            }
+        }
+    }
+    Ok((orders, cancelled, failed))
+}
+
+/// Ids of the orders CONFIRMED since `since`.
+async fn confirmed(db: &DatabaseConnection, since: DateTime<Utc>) -> anyhow::Result<std::collections::HashSet<String>> {
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT order_id AS k FROM orders WHERE status = 'CONFIRMED' AND created_at >= $1",
+            [since.into()],
+        ))
+        .await?;
+    rows.iter().map(|r| Ok(r.try_get::<String>("", "k")?)).collect()
 }
 
 async fn times(
@@ -244,7 +256,7 @@ async fn hops(stack: &Stack, orders: &[Observed]) -> anyhow::Result<String> {
     .map(|(k, a, b)| (k, (a, b)))
     .collect();
     let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
-    let (mut hop1, mut hop2, mut poll, mut relay1, mut relay2) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut hop1, mut hop2, mut relay1, mut relay2) = (vec![], vec![], vec![], vec![]);
     for o in orders {
         let (Some((created, confirmed)), Some(delivered)) = (order_rows.get(&o.order_id), deliveries.get(&o.order_id))
         else {
@@ -253,7 +265,6 @@ async fn hops(stack: &Stack, orders: &[Observed]) -> anyhow::Result<String> {
         hop1.push(ms(*delivered - *created));
         if let Some(confirmed) = confirmed {
             hop2.push(ms(*confirmed - *delivered));
-            poll.push(ms(o.accepted_at + chrono::Duration::from_std(o.latency)? - *confirmed));
         }
         if let Some((a, Some(b))) = order_outbox.get(&o.order_id) {
             relay1.push(ms(*b - *a));
@@ -265,13 +276,11 @@ async fn hops(stack: &Stack, orders: &[Observed]) -> anyhow::Result<String> {
     anyhow::ensure!(!hop1.is_empty(), "no order found in both databases");
     Ok(format!(
         "hop 1 order → delivery scheduled {:.1} ms (of which order's relay until acks {:.1} ms), hop 2 → order \
-         CONFIRMED {:.1} ms (delivery's relay until acks {:.1} ms), CONFIRMED → seen by the client {:.1} ms \
-         ({} orders)",
+         CONFIRMED {:.1} ms (delivery's relay until acks {:.1} ms) ({} orders)",
         median(hop1.clone()),
         median(relay1),
         median(hop2),
         median(relay2),
-        median(poll),
         hop1.len()
     ))
 }
