@@ -356,7 +356,7 @@ impl<H: EventHandler> IdempotentConsumer<H> {
                     None => return Ok(()),
                 },
             };
-            if !self.still_assigned(&m) {
+            if !self.still_assigned(&m).await {
                 tracing::debug!(
                     topic = m.topic(),
                     partition = m.partition(),
@@ -373,11 +373,18 @@ impl<H: EventHandler> IdempotentConsumer<H> {
 
     /// Whether `m`'s partition is still assigned to this member (true when the assignment
     /// cannot be read: the record is then applied, and idempotency covers a duplicate).
-    fn still_assigned(&self, m: &OwnedMessage) -> bool {
-        match self.consumer.assignment() {
-            Ok(assigned) => assigned.find_partition(m.topic(), m.partition()).is_some(),
+    /// librdkafka answers `assignment()` from its main thread and the caller waits, for
+    /// as long as a rebalance keeps that thread busy: on the blocking pool, so a wait
+    /// stalls this lane only, never the runtime serving gRPC.
+    async fn still_assigned(&self, m: &OwnedMessage) -> bool {
+        let consumer = self.consumer.clone();
+        let (topic, partition) = (m.topic().to_owned(), m.partition());
+        tokio::task::spawn_blocking(move || match consumer.assignment() {
+            Ok(assigned) => assigned.find_partition(&topic, partition).is_some(),
             Err(_) => true,
-        }
+        })
+        .await
+        .unwrap_or(true)
     }
 
     /// Processes one record; returns false when shutdown interrupted it (offset not committed).
