@@ -55,8 +55,10 @@ load: ## Load test time-sale in the cluster via the kubectl plugin, with report
 smoke: ## Send one order through a running system (ORDER_ENDPOINT, default http://127.0.0.1:50051)
 	$(CARGO) run $(CARGO_FLAGS) --release -p cloudmart-e2e --bin cloudmart-smoke -- $(ARGS)
 
-# PostgreSQL server the benchmarks create their databases on.
-BENCH_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres
+# PostgreSQL server the benchmarks create their databases on. Plaintext, as the chart's
+# PostgreSQL serves it (no TLS, like the official image): Debian's own cluster has ssl=on,
+# and its TLS handshake (server-side OpenSSL 3.0) adds ~75 ms to every new connection.
+BENCH_DATABASE_URL ?= postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable
 
 # Apache Kafka of the benchmarks: BENCH_KAFKA_BROKERS, or else a broker of their own that
 # bench-report starts on BENCH_KAFKA_PORT (and the next port for its controller) with

@@ -29,7 +29,13 @@ enum Bench {
 #[derive(clap::Args)]
 struct RunArgs {
     /// Admin URL of the PostgreSQL server; every figure creates and drops its databases.
-    #[arg(long, env = "BENCH_DATABASE_URL", default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres")]
+    /// Its query (e.g. `sslmode`) carries over to every database, service and pgbench.
+    /// Plaintext by default, as the chart's PostgreSQL serves it.
+    #[arg(
+        long,
+        env = "BENCH_DATABASE_URL",
+        default_value = "postgres://postgres:postgres@127.0.0.1:5432/postgres?sslmode=disable"
+    )]
     database_url: String,
     /// Apache Kafka bootstrap servers; unset: librdkafka's in-process mock cluster.
     #[arg(long, env = "BENCH_KAFKA_BROKERS")]
