@@ -3,7 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cloudmart_load_report::ramp::{Ramp, parse_ramp};
 
 use crate::job::DEFAULT_IMAGE;
 use crate::{LoadOptions, Release};
@@ -45,12 +46,44 @@ pub enum Command {
     Load(LoadArgs),
 }
 
+/// What the load Job sends (`cloudmart-load --scenario`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Purchase calls on a sale the run creates.
+    FlashSale,
+    /// PlaceOrder calls, each order followed through the saga.
+    Orders,
+}
+
+impl Scenario {
+    /// The value `cloudmart-load --scenario` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scenario::FlashSale => "flash-sale",
+            Scenario::Orders => "orders",
+        }
+    }
+}
+
 /// Flags of `kubectl cloudmart load`.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// Purchase attempts per second the load generator aims for during the sale.
-    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    /// What the load generator sends: `flash-sale` (Purchase calls on a new sale, the load
+    /// the time-sale autoscaler answers) or `orders` (PlaceOrder calls through the order
+    /// service, each followed until CONFIRMED or CANCELLED; no fault-injected orders, as the
+    /// chart fails no postal code unless `delivery.fault.failPostalCodes` is set).
+    #[arg(long, value_enum, default_value_t = Scenario::FlashSale)]
+    pub scenario: Scenario,
+
+    /// Calls per second the load generator aims for (purchase attempts, or orders).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "ramp")]
     pub sale_rps: u32,
+
+    /// Rates per second one after the other, comma-separated (e.g. `100,200,400`), the
+    /// --duration split evenly between them; the report has the figures of every step.
+    /// Replaces --sale-rps.
+    #[arg(long, value_name = "RATES", value_parser = parse_ramp)]
+    pub ramp: Option<Ramp>,
 
     /// How long to generate load, e.g. `120s`, `2m` or `1m30s` (a bare number is seconds).
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
@@ -86,7 +119,9 @@ impl LoadArgs {
     /// The options of a load run.
     pub fn options(&self) -> LoadOptions {
         LoadOptions {
+            scenario: self.scenario,
             sale_rps: self.sale_rps,
+            ramp: self.ramp.clone(),
             duration: self.duration,
             concurrency: self.concurrency,
             image: self.image.clone(),
@@ -187,5 +222,25 @@ mod tests {
         assert_eq!(args.options().chart, Some(PathBuf::from("out/load.png")));
 
         assert!(Cli::try_parse_from(["kubectl-cloudmart", "load", "--sale-rps", "0"]).is_err());
+    }
+
+    #[test]
+    fn scenario_and_ramp_are_parsed_and_checked() {
+        let cli =
+            Cli::try_parse_from(["kubectl-cloudmart", "load", "--scenario", "orders", "--ramp", "50, 100"]).unwrap();
+        let Command::Load(args) = &cli.command else { panic!("not load") };
+        let opts = args.options();
+        assert_eq!(opts.scenario, Scenario::Orders);
+        assert_eq!(opts.ramp, Some(Ramp(vec![50, 100])));
+        let defaults = Cli::try_parse_from(["kubectl-cloudmart", "load"]).unwrap();
+        let Command::Load(args) = &defaults.command else { panic!("not load") };
+        assert_eq!((args.scenario, args.ramp.clone()), (Scenario::FlashSale, None));
+
+        let refused = |argv: &[&str]| Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(refused(&["kubectl-cloudmart", "load", "--ramp", "100,x"]).contains("\"x\" is not a rate"));
+        assert!(refused(&["kubectl-cloudmart", "load", "--scenario", "checkout"]).contains("checkout"));
+        assert!(
+            refused(&["kubectl-cloudmart", "load", "--ramp", "100", "--sale-rps", "5"]).contains("cannot be used with")
+        );
     }
 }

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::{AUTOSCALED_SERVICE, LoadOptions, Release, TIMESALE_GRPC_PORT};
+use crate::{AUTOSCALED_SERVICE, LoadOptions, ORDER_GRPC_PORT, Release, Scenario, TIMESALE_GRPC_PORT};
 
 /// Image with `cloudmart-load` that `make deploy` loads into the kind cluster.
 pub const DEFAULT_IMAGE: &str = "cloudmart/tools:dev";
@@ -41,17 +41,34 @@ pub fn job_name(release: &Release, unix_secs: u64) -> String {
 
 /// The `cloudmart-load` command line of the Job's container.
 pub fn load_command(release: &Release, opts: &LoadOptions) -> Vec<String> {
-    vec![
+    let mut command = vec![
         "cloudmart-load".to_owned(),
+        "--scenario".to_owned(),
+        opts.scenario.as_str().to_owned(),
         "--timesale-endpoint".to_owned(),
         format!("http://{}:{TIMESALE_GRPC_PORT}", release.resource(AUTOSCALED_SERVICE)),
-        "--sale-rps".to_owned(),
-        opts.sale_rps.to_string(),
+    ];
+    if opts.scenario == Scenario::Orders {
+        command.extend([
+            "--order-endpoint".to_owned(),
+            format!("http://{}:{ORDER_GRPC_PORT}", release.resource("order")),
+            // The chart fails no postal code by default: an order shipped to one would be
+            // delivered, and counted as a fault that did not happen.
+            "--fault-share".to_owned(),
+            "0".to_owned(),
+        ]);
+    }
+    match &opts.ramp {
+        Some(ramp) => command.extend(["--ramp".to_owned(), ramp.to_string()]),
+        None => command.extend(["--sale-rps".to_owned(), opts.sale_rps.to_string()]),
+    }
+    command.extend([
         "--duration".to_owned(),
         format!("{}s", opts.duration.as_secs()),
         "--concurrency".to_owned(),
         opts.concurrency.to_string(),
-    ]
+    ]);
+    command
 }
 
 /// Labels of the Job (its pod gets these plus [`CLIENT_LABEL`]).

@@ -30,6 +30,7 @@ pub mod report;
 pub mod scaling;
 pub mod status;
 
+pub use cli::Scenario;
 pub use load::{LoadOptions, LoadOutcome, LoadSummary, dry_run, load};
 pub use status::status;
 
@@ -41,6 +42,9 @@ pub const AUTOSCALED_SERVICE: &str = "timesale";
 
 /// gRPC port of the time-sale Service.
 pub const TIMESALE_GRPC_PORT: u16 = 50053;
+
+/// gRPC port of the order Service (the `orders` scenario).
+pub const ORDER_GRPC_PORT: u16 = 50051;
 
 /// Where a cloudmart release lives: its namespace and its Helm release name.
 ///

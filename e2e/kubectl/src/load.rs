@@ -25,7 +25,8 @@ use tokio::time::{Instant, MissedTickBehavior};
 use crate::job::{CONTAINER_NAME, TTL_AFTER_FINISHED_SECS, load_job, to_yaml};
 use crate::report::{HpaSample, LoadGenReport, REPORT_PREFIX, ScalingSummary, find_report, render};
 use crate::scaling::{DeploymentView, HpaView, count_text};
-use crate::{AUTOSCALED_SERVICE, Release};
+use crate::{AUTOSCALED_SERVICE, Release, Scenario};
+use cloudmart_load_report::ramp::Ramp;
 
 /// Log lines shown when a run fails or its report line is missing.
 pub const TAIL_LINES_ON_FAILURE: usize = 20;
@@ -36,8 +37,12 @@ const LOG_LINES_FETCHED: i64 = 1000;
 /// What a load run does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Purchase attempts per second aimed for.
+    /// What the load generator sends.
+    pub scenario: Scenario,
+    /// Calls per second aimed for (unless `ramp`).
     pub sale_rps: u32,
+    /// Rates one after the other over `duration`, instead of `sale_rps`.
+    pub ramp: Option<Ramp>,
     /// How long to generate load (whole seconds are passed on).
     pub duration: Duration,
     /// Requests kept in flight.
@@ -122,8 +127,9 @@ where
         .with_context(|| format!("creating Job {job_name} in namespace {ns}"))?;
     writeln!(
         out,
-        "created Job {job_name} in namespace {ns}: {} purchases/s for {}s, concurrency {}, image {}",
-        opts.sale_rps,
+        "created Job {job_name} in namespace {ns}: {} {} for {}s, concurrency {}, image {}",
+        opts.scenario.as_str(),
+        opts.ramp.as_ref().map_or_else(|| format!("{}/s", opts.sale_rps), |r| format!("ramp {r}/s")),
         opts.duration.as_secs(),
         opts.concurrency,
         opts.image

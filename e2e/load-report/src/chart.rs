@@ -37,11 +37,13 @@ pub struct Line {
 }
 
 impl Line {
-    fn solid(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+    /// A line of what happened.
+    pub fn solid(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
         Self { name: name.into(), points, dashed: false }
     }
 
-    fn dashed(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
+    /// A line of what was aimed for (a target, a desired count).
+    pub fn dashed(name: impl Into<String>, points: Vec<(f64, f64)>) -> Self {
         Self { name: name.into(), points, dashed: true }
     }
 }

@@ -12,9 +12,11 @@
 //!   field has a default, so a report from an older or newer load generator still parses.
 //! - [`chart`]: [`chart::panels`] turns the series into the lines the chart draws (a pure
 //!   function, tested against the report), [`chart::write_png`] draws them.
+//! - [`ramp`]: the `--ramp` text both programs accept.
 
 pub mod chart;
 pub mod model;
+pub mod ramp;
 
 pub use chart::{ChartError, Line, Panel, panels, write_chart, write_png};
 pub use model::{OperationReport, Percentiles, Quantiles, ReplicaSample, Second, StepReport};

@@ -50,9 +50,9 @@ pub fn claim_create_args(run_id: &str, name: &str) -> Vec<String> {
     ["--label", &format!("{RUN_LABEL}={run_id}"), "--driver", "local", name].iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// `docker volume create` arguments (after `volume create`) for an emptyDir: tmpfs, mode
-/// 1777, its `sizeLimit`, labelled with the run.
-pub fn empty_dir_create_args(run_id: &str, name: &str, size_bytes: Option<u64>) -> Vec<String> {
+/// `docker volume create` arguments (after `volume create`) for an emptyDir of `medium:
+/// Memory`: tmpfs, mode 1777, its `sizeLimit`, labelled with the run.
+pub fn memory_dir_create_args(run_id: &str, name: &str, size_bytes: Option<u64>) -> Vec<String> {
     let size = size_bytes.map(|b| format!(",size={b}")).unwrap_or_default();
     [
         "--label",
@@ -65,6 +65,30 @@ pub fn empty_dir_create_args(run_id: &str, name: &str, size_bytes: Option<u64>) 
         "device=tmpfs",
         "--opt",
         &format!("o=mode=1777{size}"),
+        name,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// `docker volume create` arguments (after `volume create`) for an emptyDir on disk (the
+/// default medium): a bind of `host_dir`, a fresh directory of the run's work directory
+/// (mode 1777), labelled with the run. On disk, as the kubelet keeps it: a tmpfs would
+/// count a database's files against the container's memory limit, and PostgreSQL with
+/// 512 MiB was OOM-killed after ~380 MiB of data and WAL under `make bench-scale`.
+pub fn disk_dir_create_args(run_id: &str, name: &str, host_dir: &Path) -> Vec<String> {
+    [
+        "--label",
+        &format!("{RUN_LABEL}={run_id}"),
+        "--driver",
+        "local",
+        "--opt",
+        "type=none",
+        "--opt",
+        "o=bind",
+        "--opt",
+        &format!("device={}", host_dir.display()),
         name,
     ]
     .iter()
@@ -115,10 +139,10 @@ pub fn run_args(pod: &PodPlan, ctx: &RunContext<'_>) -> Vec<String> {
     if let Some(mem) = pod.memory_bytes {
         push(&["--memory", &mem.to_string(), "--memory-swap", &mem.to_string()]);
     }
-    // emptyDir: a tmpfs-backed volume mounted without copy-up, so it starts empty and
-    // world-writable like the kubelet's directory. (`--tmpfs` would take the mode of an
-    // image directory at the same path and ignore `mode=`.)
-    for (i, t) in pod.tmpfs.iter().enumerate() {
+    // emptyDir: a volume (on disk, or tmpfs) mounted without copy-up, so it starts empty
+    // and world-writable like the kubelet's directory. (`--tmpfs` would take the mode of
+    // an image directory at the same path and ignore `mode=`.)
+    for (i, t) in pod.empty_dirs.iter().enumerate() {
         let volume = empty_dir_volume(ctx.run_id, &pod.pod, i);
         push(&["--mount", &format!("type=volume,source={volume},destination={},volume-nocopy=true", t.mount_path)]);
     }
@@ -316,6 +340,44 @@ impl Docker {
             self.run_strs(&["volume", "rm", "-f", v]).await?;
         }
         Ok(ids.len())
+    }
+
+    /// The images of the run's containers (each once).
+    pub async fn images_of_run(&self, run_id: &str) -> Vec<String> {
+        let filter = format!("label={RUN_LABEL}={run_id}");
+        let out = self.run_strs(&["ps", "-a", "--filter", &filter, "--format", "{{.Image}}"]).await.unwrap_or_default();
+        let mut images: Vec<String> = out.split_whitespace().map(str::to_owned).collect();
+        images.sort();
+        images.dedup();
+        images
+    }
+
+    /// Removes `dir` as root from a throw-away container of the first of `images` that
+    /// has `/bin/rm` (files the pods' users wrote into a disk-backed emptyDir, which a
+    /// caller who is not root cannot remove); whether it worked.
+    pub async fn remove_as_root(&self, images: &[String], dir: &Path) -> bool {
+        let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) else { return false };
+        for image in images {
+            let args = [
+                "run".to_owned(),
+                "--rm".into(),
+                "--network".into(),
+                "none".into(),
+                "--user".into(),
+                "0:0".into(),
+                "--entrypoint".into(),
+                "/bin/rm".into(),
+                "--volume".into(),
+                format!("{}:/w", parent.display()),
+                image.clone(),
+                "-rf".into(),
+                format!("/w/{}", name.to_string_lossy()),
+            ];
+            if self.run(&args).await.is_ok() {
+                return true;
+            }
+        }
+        false
     }
 
     /// Running containers of the run whose pods carry `app.kubernetes.io/name=<app>`.

@@ -12,13 +12,13 @@ use anyhow::{Context, Result, anyhow, bail};
 use cloudmart_e2e::load::LoadReport;
 use serde::Serialize;
 
-use crate::chart::{Panel, Series, write_png};
 use crate::checks::endpoint;
 use crate::docker::last_line;
 use crate::hpa::Autoscaler;
 use crate::plan::PodPlan;
 use crate::probe::{self, http_get};
 use crate::rehearsal::{Rehearsal, indent};
+use cloudmart_load_report::{Line, Panel, write_png};
 
 /// The service that scales.
 pub const APP: &str = "timesale";
@@ -475,40 +475,41 @@ pub fn write_replay(replay: &Replay, out_dir: &Path) -> Result<()> {
     println!("\n{}", replay_table(replay));
     println!("written: {}", json.display());
     let png = out_dir.join("hpa-replay.png");
-    let series = |name: &str, f: &dyn Fn(&ReplaySample) -> Option<f64>| Series {
-        name: name.into(),
-        points: replay.samples.iter().filter_map(|s| f(s).map(|v| (s.t_secs, v))).collect(),
+    let points = |f: &dyn Fn(&ReplaySample) -> Option<f64>| -> Vec<(f64, f64)> {
+        replay.samples.iter().filter_map(|s| f(s).map(|v| (s.t_secs, v))).collect()
     };
+    let series = |name: &str, f: &dyn Fn(&ReplaySample) -> Option<f64>| Line::solid(name, points(f));
+    let aimed = |name: &str, f: &dyn Fn(&ReplaySample) -> Option<f64>| Line::dashed(name, points(f));
     let panels = vec![
         Panel {
             title: "time-sale replicas".into(),
             y_label: "pods".into(),
-            series: vec![
+            lines: vec![
                 series("running", &|s| Some(f64::from(s.replicas))),
                 series("ready", &|s| Some(f64::from(s.ready))),
-                series("HPA desired", &|s| Some(f64::from(s.desired))),
+                aimed("HPA desired", &|s| Some(f64::from(s.desired))),
             ],
         },
         Panel {
             title: "CPU, % of request (average over replicas)".into(),
             y_label: "%".into(),
-            series: vec![
+            lines: vec![
                 series("CPU", &|s| Some(s.cpu_pct_of_request)),
-                series("target", &|_| Some(replay.target_utilization_pct)),
+                aimed("target", &|_| Some(replay.target_utilization_pct)),
             ],
         },
         Panel {
             title: "purchases/s (all replicas)".into(),
             y_label: "1/s".into(),
-            series: vec![series("purchases/s", &|s| Some(s.purchases_per_s))],
+            lines: vec![series("purchases/s", &|s| Some(s.purchases_per_s))],
         },
         Panel {
             title: "Purchase p99 (server, bucket bound)".into(),
             y_label: "ms".into(),
-            series: vec![series("p99", &|s| s.p99_ms)],
+            lines: vec![series("p99", &|s| s.p99_ms)],
         },
     ];
-    match write_png(&png, "HPA replay: time-sale under a flash-sale rush", "seconds since the load started", &panels) {
+    match write_png(&png, "HPA replay: time-sale under a flash-sale rush (seconds since the load started)", &panels) {
         Ok(()) => println!("written: {}", png.display()),
         Err(e) => println!("no PNG: {e:#}"),
     }

@@ -14,7 +14,8 @@
 //! - [`rehearsal`]: start, wait, run to completion, clean up;
 //! - [`checks`]: the saga, the load Job, the trace and the audit;
 //! - [`hpa`]: the HorizontalPodAutoscaler algorithm; [`experiments`]: scale-out by hand and
-//!   the HPA replay on a running rehearsal; [`chart`]: their PNG;
+//!   the HPA replay on a running rehearsal (its PNG is drawn by `cloudmart-load-report`,
+//!   the chart code `cloudmart-load` and `kubectl cloudmart` use);
 //! - [`chaos`]: the nemesis of `make chaos` (kills, partitions, freezes under load, then
 //!   the accounting and the audit).
 //!
@@ -23,7 +24,6 @@
 //! answers with every container of an alias, also one that is not Ready yet).
 
 pub mod chaos;
-pub mod chart;
 pub mod checks;
 pub mod docker;
 pub mod experiments;

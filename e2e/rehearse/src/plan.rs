@@ -5,8 +5,9 @@
 //! StatefulSets times their replicas, Jobs, the `helm test` hook Pod) into a [`PodPlan`]:
 //! image, command/args with `$(VAR)` expansion, the environment (`envFrom`, then `env`;
 //! `valueFrom` resolved from the rendered Secrets, ConfigMaps and the pod's own metadata),
-//! the merged pod/container `securityContext`, CPU and memory limits, `emptyDir` volumes as
-//! tmpfs and ConfigMap/Secret volumes as read-only files, probes, and the network aliases
+//! the merged pod/container `securityContext`, CPU and memory limits, `emptyDir` volumes
+//! (on disk, or tmpfs for `medium: Memory`) and ConfigMap/Secret volumes as read-only
+//! files, probes, and the network aliases
 //! of the Services that select the pod. Every error names the pod and what Kubernetes
 //! would have reported (`CreateContainerConfigError` for a missing key, and so on).
 
@@ -86,11 +87,18 @@ pub struct FileVolume {
     pub files: Vec<VolumeFile>,
 }
 
-/// An `emptyDir`: a tmpfs at the mount path, mode 1777 like the kubelet's 0777 directory.
+/// An `emptyDir`, empty and world-writable like the kubelet's 0777 directory: on disk by
+/// default, as the kubelet keeps it on the node's disk — a database's files there are
+/// page cache, which the kernel reclaims, not memory counted against the container's
+/// limit — or a tmpfs for `medium: Memory`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tmpfs {
+pub struct EmptyDir {
     pub mount_path: String,
+    /// `sizeLimit` (enforced on a tmpfs; the kubelet evicts a pod over it, the rehearsal
+    /// does not watch a disk-backed one).
     pub size_bytes: Option<u64>,
+    /// `medium: Memory`: a tmpfs, counted against the container's memory.
+    pub memory: bool,
 }
 
 /// A StatefulSet's `volumeClaimTemplate` mounted in its pod: a named Docker volume per
@@ -131,7 +139,7 @@ pub struct PodPlan {
     pub memory_bytes: Option<u64>,
     /// `resources.requests.cpu` in cores: what an HPA's utilisation is measured against.
     pub cpu_request: Option<f64>,
-    pub tmpfs: Vec<Tmpfs>,
+    pub empty_dirs: Vec<EmptyDir>,
     pub claims: Vec<Claim>,
     pub files: Vec<FileVolume>,
     pub ports: BTreeMap<String, u16>,
@@ -286,7 +294,7 @@ pub fn pod_plan(
         .map(|p| (p.name.clone().unwrap_or_else(|| p.container_port.to_string()), p.container_port as u16))
         .collect();
 
-    let (tmpfs, claims, files) = volumes(render, w, c).map_err(|m| err("FailedMount", m))?;
+    let (empty_dirs, claims, files) = volumes(render, w, c).map_err(|m| err("FailedMount", m))?;
 
     let probe = |p: Option<&K8sProbe>, which: &str| -> Result<Option<Probe>, PlanError> {
         p.map(|p| convert_probe(p, &ports)).transpose().map_err(|m| err("Unhealthy", format!("{which} probe: {m}")))
@@ -324,7 +332,7 @@ pub fn pod_plan(
         cpus,
         memory_bytes,
         cpu_request,
-        tmpfs,
+        empty_dirs,
         claims,
         files,
         ports,
@@ -560,10 +568,10 @@ fn convert_probe(p: &K8sProbe, ports: &BTreeMap<String, u16>) -> Result<Probe, S
 }
 
 /// The mounts of a container: emptyDirs, claims and ConfigMap/Secret files.
-type Mounts = (Vec<Tmpfs>, Vec<Claim>, Vec<FileVolume>);
+type Mounts = (Vec<EmptyDir>, Vec<Claim>, Vec<FileVolume>);
 
 fn volumes(render: &Render, w: &Workload, c: &Container) -> Result<Mounts, String> {
-    let mut tmpfs = Vec::new();
+    let mut empty_dirs = Vec::new();
     let mut claims = Vec::new();
     let mut files = Vec::new();
     for m in c.volume_mounts.iter().flatten() {
@@ -584,9 +592,10 @@ fn volumes(render: &Render, w: &Workload, c: &Container) -> Result<Mounts, Strin
             return Err(format!("volume {}: subPath is not rehearsed", m.name));
         }
         if let Some(e) = &v.empty_dir {
-            tmpfs.push(Tmpfs {
+            empty_dirs.push(EmptyDir {
                 mount_path: m.mount_path.clone(),
                 size_bytes: e.size_limit.as_ref().and_then(|q| parse_quantity(&q.0)).map(|b| b as u64),
+                memory: e.medium.as_deref() == Some("Memory"),
             });
         } else if let Some(cm) = &v.config_map {
             let data = match config_map(render, &cm.name) {
@@ -616,7 +625,7 @@ fn volumes(render: &Render, w: &Workload, c: &Container) -> Result<Mounts, Strin
             return Err(format!("volume {:?}: only emptyDir, configMap and secret volumes are rehearsed", v.name));
         }
     }
-    Ok((tmpfs, claims, files))
+    Ok((empty_dirs, claims, files))
 }
 
 fn file_volume(

@@ -9,11 +9,14 @@ use anyhow::{Context, Result, anyhow, bail};
 use cloudmart_chart_check::Render;
 
 use crate::docker::{
-    Docker, RunContext, claim_create_args, claim_volume, container_name, empty_dir_create_args, empty_dir_volume,
-    run_args,
+    Docker, RunContext, claim_create_args, claim_volume, container_name, disk_dir_create_args, empty_dir_volume,
+    memory_dir_create_args, run_args,
 };
 use crate::plan::{Plan, PlanOptions, PodPlan, Probe, Role};
 use crate::probe;
+
+/// The directory of a run's work directory that holds its disk-backed emptyDirs.
+const EMPTY_DIRS: &str = ".emptydir";
 
 /// What to render and how to run it.
 #[derive(Debug, Clone)]
@@ -124,13 +127,25 @@ impl Rehearsal {
         Ok(r)
     }
 
+    /// Where the `index`-th disk-backed emptyDir of `pod` lives on the host.
+    fn empty_dir_path(&self, pod: &str, index: usize) -> PathBuf {
+        self.files_dir.join(EMPTY_DIRS).join(format!("{pod}-{index}"))
+    }
+
     /// `docker run` of one pod.
     pub async fn start_pod(&mut self, pod: &PodPlan) -> Result<()> {
         let ctx = RunContext { run_id: &self.run_id, network: &self.network, files_dir: &self.files_dir };
-        for (i, t) in pod.tmpfs.iter().enumerate() {
+        for (i, t) in pod.empty_dirs.iter().enumerate() {
             let name = empty_dir_volume(&self.run_id, &pod.pod, i);
             let mut create = vec!["volume".to_owned(), "create".to_owned()];
-            create.extend(empty_dir_create_args(&self.run_id, &name, t.size_bytes));
+            if t.memory {
+                create.extend(memory_dir_create_args(&self.run_id, &name, t.size_bytes));
+            } else {
+                let dir = self.empty_dir_path(&pod.pod, i);
+                fresh_shared_dir(&dir)
+                    .with_context(|| format!("pod {}: emptyDir at {}: {}", pod.pod, t.mount_path, dir.display()))?;
+                create.extend(disk_dir_create_args(&self.run_id, &name, &dir));
+            }
             self.docker.run(&create).await.with_context(|| format!("pod {}: emptyDir at {}", pod.pod, t.mount_path))?;
         }
         for c in &pod.claims {
@@ -168,10 +183,11 @@ impl Rehearsal {
         self.docker.run(&["stop".into(), "--time".into(), pod.termination_grace_secs.to_string(), c.clone()]).await?;
         self.docker.run(&["rm".into(), "-f".into(), c]).await?;
         // an emptyDir lives as long as its pod
-        for i in 0..pod.tmpfs.len() {
+        for i in 0..pod.empty_dirs.len() {
             self.docker
                 .run(&["volume".into(), "rm".into(), "-f".into(), empty_dir_volume(&self.run_id, &pod.pod, i)])
                 .await?;
+            std::fs::remove_dir_all(self.empty_dir_path(&pod.pod, i)).ok();
         }
         self.ips.remove(&pod.pod);
         println!("    removed {}", pod.pod);
@@ -308,8 +324,12 @@ impl Rehearsal {
 
     /// Removes everything of this run: containers, network, volume files.
     pub async fn cleanup(docker: &Docker, run_id: &str, files_dir: &Path) -> Result<usize> {
+        let images = docker.images_of_run(run_id).await;
         let n = docker.remove_run(Some(run_id)).await?;
-        if files_dir.exists() {
+        if files_dir.exists() && std::fs::remove_dir_all(files_dir).is_err() {
+            // Disk-backed emptyDirs hold files of the pods' users (PostgreSQL's data
+            // directory is theirs alone), which a caller who is not root cannot remove.
+            docker.remove_as_root(&images, &files_dir.join(EMPTY_DIRS)).await;
             std::fs::remove_dir_all(files_dir).with_context(|| format!("removing {}", files_dir.display()))?;
         }
         Ok(n)
@@ -405,4 +425,16 @@ fn write_volume_files(plan: &Plan, dir: &Path) -> Result<()> {
 /// Indents every line of `text`.
 pub fn indent(text: &str, prefix: &str) -> String {
     text.lines().map(|l| format!("{prefix}{l}\n")).collect()
+}
+
+/// Makes `dir` an empty directory every user may write (mode 1777, like the kubelet's
+/// emptyDir): whatever a previous pod of the same name left there is removed.
+fn fresh_shared_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o1777))
 }

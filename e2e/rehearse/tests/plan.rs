@@ -52,8 +52,9 @@ fn security_limits_volumes_probes_and_aliases() {
     assert_eq!(pod.supplemental_groups, vec![65532], "fsGroup joins the groups");
     assert_eq!(pod.cpus, Some(0.5));
     assert_eq!(pod.memory_bytes, Some(256 * 1024 * 1024));
-    assert_eq!(pod.tmpfs.len(), 1);
-    assert_eq!(pod.tmpfs[0].size_bytes, Some(64 * 1024 * 1024));
+    assert_eq!(pod.empty_dirs.len(), 1);
+    assert_eq!(pod.empty_dirs[0].size_bytes, Some(64 * 1024 * 1024));
+    assert!(!pod.empty_dirs[0].memory, "no medium: on disk, as the kubelet keeps it");
     assert_eq!(
         pod.startup.as_ref().map(|p| (&p.action, p.period_secs, p.failure_threshold)),
         Some((&ProbeAction::Grpc { port: 50051, service: String::new() }, 2, 30))
@@ -97,8 +98,18 @@ fn docker_run_line_carries_the_hardening() {
         assert!(args.contains(want), "`{want}` missing from: {args}");
     }
     assert!(args.ends_with("example/app:dev --pod app-0"), "image then args: {args}");
-    let create = cloudmart_rehearse::docker::empty_dir_create_args("cmrTEST", "v", Some(1024)).join(" ");
+    let create = cloudmart_rehearse::docker::memory_dir_create_args("cmrTEST", "v", Some(1024)).join(" ");
     assert!(create.contains("--opt type=tmpfs") && create.contains("--opt o=mode=1777,size=1024"), "{create}");
+    let create = cloudmart_rehearse::docker::disk_dir_create_args(
+        "cmrTEST",
+        "v",
+        std::path::Path::new("/w/cmrTEST/.emptydir/a-0"),
+    )
+    .join(" ");
+    assert!(
+        create.contains("--opt type=none --opt o=bind --opt device=/w/cmrTEST/.emptydir/a-0"),
+        "a disk-backed emptyDir binds a directory of the run: {create}"
+    );
 }
 
 #[test]
@@ -227,7 +238,7 @@ fn persistence_turns_a_volume_claim_template_into_a_volume_that_outlives_the_con
             vec![cloudmart_rehearse::plan::Claim { claim: "data".into(), mount_path: path.into() }],
             "{app}"
         );
-        assert!(pod.tmpfs.iter().all(|t| t.mount_path != path), "{app}: the data is not an emptyDir any more");
+        assert!(pod.empty_dirs.iter().all(|t| t.mount_path != path), "{app}: the data is not an emptyDir any more");
         let files = std::path::PathBuf::from("/tmp/x");
         let ctx = RunContext { run_id: "cmrT", network: "cmrT", files_dir: &files };
         let line = run_args(pod, &ctx).join(" ");

@@ -22,6 +22,7 @@ mod p5_rest;
 mod redis;
 mod rehearsal;
 pub mod report;
+mod warmup;
 
 use std::{
     net::SocketAddr,
@@ -126,6 +127,9 @@ pub async fn run(opts: Options) -> anyhow::Result<Report> {
         machine.backends.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", ")
     );
 
+    if ["p1", "p2", "p3", "p4"].into_iter().any(wants) {
+        warmup::broker(&ctx).await;
+    }
     let mut figures: Vec<Figure> = Vec::new();
     if wants("p1") {
         figures.extend(p1_hot_sale::run(&ctx).await);

@@ -295,8 +295,9 @@ pub(crate) async fn run(ctx: &Ctx, p2: bool, p3: bool) -> Vec<Figure> {
     figures
 }
 
-/// The `OrderPlaced` payload `PlaceOrder` stores for [`order_request`], encoded.
-fn placed_payload() -> Vec<u8> {
+/// The `OrderPlaced` payload `PlaceOrder` stores for [`order_request`], encoded (P4's
+/// outbox rows carry it too).
+pub(crate) fn placed_payload() -> Vec<u8> {
     use cloudmart_proto::events::v1 as ev;
     let req = order_request(3, 17);
     ev::OrderPlaced {

@@ -168,7 +168,7 @@ async fn measure(stack: &Stack, rate: f64, length: Duration) -> anyhow::Result<(
             since,
         )
         .await?;
-        let pending = rows.iter().filter(|(k, _, b)| b.is_none() && placed.contains(k)).count();
+        let pending = rows.iter().filter(|(k, (_, b))| b.is_none() && placed.contains(*k)).count();
         if pending == 0 || Instant::now() > deadline {
             break rows;
         }
@@ -176,7 +176,7 @@ async fn measure(stack: &Stack, rate: f64, length: Duration) -> anyhow::Result<(
     };
     let confirmed_ids: std::collections::HashSet<String> = confirmed(&stack.order.db, since).await?;
     let (mut orders, mut cancelled) = (Vec::new(), 0);
-    for (order_id, created, ended) in rows.into_iter().filter(|(k, ..)| placed.contains(k)) {
+    for (order_id, (created, ended)) in rows.into_iter().filter(|(k, _)| placed.contains(k)) {
         match ended {
             None => failed += 1,
             Some(_) if !confirmed_ids.contains(&order_id) => cancelled += 1,
@@ -200,13 +200,14 @@ async fn confirmed(db: &DatabaseConnection, since: DateTime<Utc>) -> anyhow::Res
     rows.iter().map(|r| Ok(r.try_get::<String>("", "k")?)).collect()
 }
 
+/// `k` → (`a`, `b`) of the rows `sql` selects since `$1`.
 async fn times(
     db: &DatabaseConnection,
     sql: &str,
     since: DateTime<Utc>,
-) -> anyhow::Result<Vec<(String, DateTime<Utc>, Option<DateTime<Utc>>)>> {
+) -> anyhow::Result<HashMap<String, (DateTime<Utc>, Option<DateTime<Utc>>)>> {
     let rows = db.query_all_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [since.into()])).await?;
-    rows.iter().map(|r| Ok((r.try_get::<String>("", "k")?, r.try_get("", "a")?, r.try_get("", "b")?))).collect()
+    rows.iter().map(|r| Ok((r.try_get::<String>("", "k")?, (r.try_get("", "a")?, r.try_get("", "b")?)))).collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -217,48 +218,37 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// Median time per hop of `orders`, in words.
 async fn hops(stack: &Stack, orders: &[Observed]) -> anyhow::Result<String> {
     let since = orders.iter().map(|o| o.accepted_at).min().context("no orders")? - chrono::Duration::seconds(5);
-    let order_rows: HashMap<_, _> = times(
+    let order_rows = times(
         &stack.order.db,
         "SELECT order_id AS k, created_at AS a, updated_at AS b FROM orders WHERE created_at >= $1",
         since,
     )
-    .await?
-    .into_iter()
-    .map(|(k, a, b)| (k, (a, b)))
-    .collect();
-    let order_outbox: HashMap<_, _> = times(
+    .await?;
+    let order_outbox = times(
         &stack.order.db,
         "SELECT event_key AS k, created_at AS a, published_at AS b FROM outbox \
          WHERE event_type = 'cloudmart.order.v1.OrderPlaced' AND created_at >= $1",
         since,
     )
-    .await?
-    .into_iter()
-    .map(|(k, a, b)| (k, (a, b)))
-    .collect();
-    let deliveries: HashMap<_, _> = times(
+    .await?;
+    let deliveries = times(
         &stack.delivery.db,
         "SELECT order_id AS k, created_at AS a, NULL::timestamptz AS b FROM deliveries WHERE created_at >= $1",
         since,
     )
-    .await?
-    .into_iter()
-    .map(|(k, a, _)| (k, a))
-    .collect();
-    let delivery_outbox: HashMap<_, _> = times(
+    .await?;
+    let delivery_outbox = times(
         &stack.delivery.db,
         "SELECT event_key AS k, created_at AS a, published_at AS b FROM outbox \
          WHERE event_type = 'cloudmart.delivery.v1.DeliveryScheduled' AND created_at >= $1",
         since,
     )
-    .await?
-    .into_iter()
-    .map(|(k, a, b)| (k, (a, b)))
-    .collect();
+    .await?;
     let ms = |d: chrono::Duration| d.num_microseconds().unwrap_or(0) as f64 / 1000.0;
     let (mut hop1, mut hop2, mut relay1, mut relay2) = (vec![], vec![], vec![], vec![]);
     for o in orders {
-        let (Some((created, confirmed)), Some(delivered)) = (order_rows.get(&o.order_id), deliveries.get(&o.order_id))
+        let (Some((created, confirmed)), Some((delivered, _))) =
+            (order_rows.get(&o.order_id), deliveries.get(&o.order_id))
         else {
             continue;
         };

@@ -24,7 +24,6 @@ use cloudmart_platform::{
     outbox::{OutboxRelay, OutboxSignal},
 };
 use futures::{StreamExt, stream};
-use prost::Message;
 use rdkafka::producer::FutureRecord;
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 
@@ -74,29 +73,9 @@ pub(crate) async fn run(ctx: &Ctx) -> Vec<Figure> {
     vec![figure.with_reference(reference, raw_value).with_note(note)]
 }
 
-/// An `OrderPlaced` payload of the size `PlaceOrder` writes.
+/// The `OrderPlaced` payload `PlaceOrder` writes (P2's, so both measure the same rows).
 fn payload() -> Vec<u8> {
-    use cloudmart_proto::{events::v1 as ev, order::v1 as pb};
-    ev::OrderPlaced {
-        order_id: uuid::Uuid::new_v4().to_string(),
-        customer_id: "bench-customer-000001".into(),
-        items: vec![
-            pb::OrderItem { sku: "SKU-BENCH-1".into(), quantity: 2, unit_price_cents: 1250 },
-            pb::OrderItem { sku: "SKU-BENCH-2".into(), quantity: 1, unit_price_cents: 4990 },
-        ],
-        shipping_address: Some(pb::ShippingAddress {
-            line1: "1 Main St".into(),
-            city: "Seoul".into(),
-            postal_code: "04524".into(),
-            country: "KR".into(),
-        }),
-        items_total_cents: 7490,
-        delivery_fee_cents: 300,
-        source: pb::OrderSource::Regular as i32,
-        time_sale_purchase_id: String::new(),
-        placed_at: Some(prost_types::Timestamp { seconds: chrono::Utc::now().timestamp(), nanos: 0 }),
-    }
-    .encode_to_vec()
+    super::p2_intake::placed_payload()
 }
 
 async fn relay(ctx: &Ctx, n: usize) -> anyhow::Result<f64> {

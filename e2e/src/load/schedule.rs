@@ -164,36 +164,7 @@ impl Pacer {
     }
 }
 
-/// The rates of a `--ramp`, one per step.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Ramp(pub Vec<u32>);
-
-/// Parses `--ramp`: rates per second separated by commas, e.g. `100,200,400`.
-pub fn parse_ramp(text: &str) -> Result<Ramp, String> {
-    let rates = text
-        .split(',')
-        .map(|part| {
-            let part = part.trim();
-            match part.parse::<u32>() {
-                Ok(rate) if (1..=MAX_RATE).contains(&rate) => Ok(rate),
-                _ => Err(format!(
-                    "{part:?} is not a rate: use whole calls per second from 1 to {MAX_RATE}, separated by commas \
-                     (e.g. 100,200,400)"
-                )),
-            }
-        })
-        .collect::<Result<Vec<u32>, String>>()?;
-    if rates.len() > MAX_STEPS {
-        return Err(format!("{} steps is too many (at most {MAX_STEPS})", rates.len()));
-    }
-    Ok(Ramp(rates))
-}
-
-/// The highest rate a step may ask for.
-pub const MAX_RATE: u32 = 1_000_000;
-
-/// The most steps a ramp may have.
-pub const MAX_STEPS: usize = 100;
+pub use cloudmart_load_report::ramp::{MAX_RATE, MAX_STEPS, Ramp, parse_ramp};
 
 /// Parses `120s`, `2m`, `1h`, `500ms` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -23,7 +23,7 @@
 //! }
 //! ```
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -89,6 +89,8 @@ pub struct Parts {
     kafka: KafkaArgs,
     server: ServerArgs,
     relay: RelayMode,
+    /// How long published outbox rows are kept (`None`: forever).
+    retention: Option<Duration>,
     listener: TcpListener,
     addr: SocketAddr,
     metrics: MetricsServer,
@@ -125,6 +127,8 @@ impl Parts {
             kafka: s.kafka.clone(),
             server: s.server.clone(),
             relay: s.outbox_relay,
+            retention: (s.outbox_retention_hours > 0)
+                .then(|| Duration::from_secs(u64::from(s.outbox_retention_hours) * 3600)),
             listener,
             addr,
             metrics,
@@ -150,7 +154,8 @@ impl Parts {
             .with_worker("metrics", worker(move |t| self.metrics.run(t)))
             .with_worker("consumer", worker(move |t| consumer.run(t)));
         if self.relay == RelayMode::On {
-            let relay = OutboxRelay::new(self.db.clone(), self.producer, self.kafka, self.signal);
+            let relay = OutboxRelay::new(self.db.clone(), self.producer, self.kafka, self.signal)
+                .with_retention(self.retention);
             runtime = runtime.with_worker("outbox-relay", worker(move |t| relay.run(t)));
         } else {
             tracing::warn!(service = self.name, "OUTBOX_RELAY=off: events stay in the outbox until a relay runs");

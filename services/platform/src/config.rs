@@ -53,6 +53,11 @@ pub struct ServiceArgs {
     /// Outbox relay: `off` leaves events in the outbox (maintenance, crash tests).
     #[arg(long, env = "OUTBOX_RELAY", value_enum, default_value = "on")]
     pub outbox_relay: RelayMode,
+    /// Hours a published event stays in the outbox table (for audits and debugging)
+    /// before the relay deletes it; 0 keeps published rows forever. Unpublished rows are
+    /// never deleted.
+    #[arg(long, env = "OUTBOX_RETENTION_HOURS", value_name = "HOURS", default_value_t = 24)]
+    pub outbox_retention_hours: u32,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]

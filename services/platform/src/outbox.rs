@@ -174,11 +174,28 @@ pub struct OutboxRelay {
     signal: OutboxSignal,
     batch_size: u64,
     poll_interval: Duration,
+    retention: Option<Duration>,
 }
 
 impl OutboxRelay {
+    /// A relay that keeps published rows for [`DEFAULT_RETENTION`].
     pub fn new(db: DatabaseConnection, producer: FutureProducer, kafka: KafkaArgs, signal: OutboxSignal) -> Self {
-        Self { db, producer, kafka, signal, batch_size: BATCH_SIZE, poll_interval: Duration::from_millis(500) }
+        Self {
+            db,
+            producer,
+            kafka,
+            signal,
+            batch_size: BATCH_SIZE,
+            poll_interval: Duration::from_millis(500),
+            retention: Some(DEFAULT_RETENTION),
+        }
+    }
+
+    /// Keep published rows this long before deleting them (`None`: forever).
+    #[must_use]
+    pub fn with_retention(mut self, retention: Option<Duration>) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Publishes one batch of unpublished rows and marks the sent ones. Returns how many
@@ -396,8 +413,21 @@ impl OutboxRelay {
     pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         let mut measured: Option<std::time::Instant> = None;
+        let mut purged: Option<std::time::Instant> = None;
         loop {
             let pass = self.drain().await;
+            if let Some(retention) = self.retention
+                && purged.is_none_or(|t| t.elapsed() >= PURGE_EVERY)
+            {
+                purged = Some(std::time::Instant::now());
+                let cutoff =
+                    chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+                match purge_published(&self.db, cutoff).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(rows = n, ?retention, "published outbox rows past their retention deleted"),
+                    Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox purge failed; tried again later"),
+                }
+            }
             if measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                 measured = Some(std::time::Instant::now());
                 match backlog(&self.db).await {
@@ -429,6 +459,40 @@ impl OutboxRelay {
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(Duration::from_secs(10)))).await??;
         tracing::info!("outbox relay stopped");
         Ok(())
+    }
+}
+
+/// How long published rows stay by default (`OUTBOX_RETENTION_HOURS`): a day of events to
+/// audit or debug from, while the table stays the size of a day's traffic.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+
+/// How often the relay deletes published rows past their retention (and once at start).
+const PURGE_EVERY: Duration = Duration::from_secs(600);
+
+/// Rows one purge statement deletes at most: short statements, so a purge of a large
+/// backlog never holds locks or bloats a transaction for long.
+const PURGE_CHUNK: u64 = 5_000;
+
+/// Deletes the rows published before `cutoff`, oldest first, in statements of at most
+/// [`PURGE_CHUNK`] rows; returns how many. Unpublished rows are never touched, however old.
+pub async fn purge_published<C: ConnectionTrait>(db: &C, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, DbErr> {
+    use sea_orm::QueryTrait;
+    let mut deleted = 0;
+    loop {
+        let oldest = entity::Entity::find()
+            .select_only()
+            .column(entity::Column::Id)
+            .filter(entity::Column::PublishedAt.is_not_null())
+            .filter(entity::Column::PublishedAt.lt(cutoff))
+            .order_by_asc(entity::Column::Id)
+            .limit(PURGE_CHUNK)
+            .into_query();
+        let n =
+            entity::Entity::delete_many().filter(entity::Column::Id.in_subquery(oldest)).exec(db).await?.rows_affected;
+        deleted += n;
+        if n < PURGE_CHUNK {
+            return Ok(deleted);
+        }
     }
 }
 

@@ -551,3 +551,50 @@ async fn a_waiting_event_holds_up_only_its_own_partition() {
     token.cancel();
     consumer.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn published_rows_past_their_retention_are_purged_and_pending_rows_never() {
+    use outbox::entity::{Column, Entity};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, sea_query::Expr};
+
+    let tdb = TestDatabase::create("outbox_purge").await.unwrap();
+    let db = db::connect(&tdb.url).await.unwrap();
+    db::migrate::<Migrator>(&db).await.unwrap();
+    let txn = db.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let placed = ev::OrderPlaced { order_id: format!("o-{i}"), customer_id: "c".into(), ..Default::default() };
+        ids.push(outbox::enqueue(&txn, "order", &placed).await.unwrap());
+    }
+    txn.commit().await.unwrap();
+    let now = chrono::Utc::now();
+    let (two_days_ago, an_hour_ago) = (now - chrono::Duration::days(2), now - chrono::Duration::hours(1));
+    // Rows 0-2 published two days ago, 3-4 an hour ago; 5-7 never published, and 5-6
+    // created two days ago (a relay that was off, say): they must survive any purge.
+    let set = |column: Column, at: chrono::DateTime<chrono::Utc>, which: &[String]| {
+        Entity::update_many().col_expr(column, Expr::value(at)).filter(Column::EventId.is_in(which.to_vec()))
+    };
+    set(Column::PublishedAt, two_days_ago, &ids[0..3]).exec(&db).await.unwrap();
+    set(Column::PublishedAt, an_hour_ago, &ids[3..5]).exec(&db).await.unwrap();
+    set(Column::CreatedAt, two_days_ago, &ids[0..3]).exec(&db).await.unwrap();
+    set(Column::CreatedAt, two_days_ago, &ids[5..7]).exec(&db).await.unwrap();
+
+    let left = || async {
+        Entity::find()
+            .select_only()
+            .column(Column::EventId)
+            .order_by_asc(Column::Id)
+            .into_tuple::<String>()
+            .all(&db)
+            .await
+            .unwrap()
+    };
+    let day = now - chrono::Duration::hours(24);
+    assert_eq!(outbox::purge_published(&db, day).await.unwrap(), 3, "the three published two days ago");
+    assert_eq!(left().await, ids[3..].to_vec());
+    assert_eq!(outbox::purge_published(&db, day).await.unwrap(), 0, "a second purge finds nothing");
+    // A cutoff of now takes the recently published rows too, and still no pending one.
+    assert_eq!(outbox::purge_published(&db, chrono::Utc::now()).await.unwrap(), 2);
+    assert_eq!(left().await, ids[5..].to_vec());
+    assert_eq!(outbox::backlog(&db).await.unwrap(), 3);
+}

@@ -5,7 +5,9 @@ mod fake_api;
 use std::future::pending;
 use std::time::Duration;
 
-use cloudmart_kubectl::{LoadOptions, LoadOutcome, Release, dry_run, load, status};
+use cloudmart_kubectl::job::load_command;
+use cloudmart_kubectl::{LoadOptions, LoadOutcome, Release, Scenario, dry_run, load, status};
+use cloudmart_load_report::ramp::Ramp;
 use fake_api::{FakeApi, Reply, Script};
 use k8s_openapi::api::batch::v1::Job;
 use serde_json::{Value, json};
@@ -32,7 +34,9 @@ fn release() -> Release {
 /// Options of a fast test run: sampling every 10 ms.
 fn options() -> LoadOptions {
     LoadOptions {
+        scenario: Scenario::FlashSale,
         sale_rps: 250,
+        ramp: None,
         duration: Duration::from_secs(30),
         concurrency: 32,
         image: "cloudmart/tools:dev".to_owned(),
@@ -205,6 +209,8 @@ async fn load_creates_a_hardened_client_job_follows_the_hpa_and_reports() {
         c["command"],
         json!([
             "cloudmart-load",
+            "--scenario",
+            "flash-sale",
             "--timesale-endpoint",
             "http://cloudmart-timesale:50053",
             "--sale-rps",
@@ -413,5 +419,34 @@ fn dry_run_prints_the_job_manifest() {
     assert_eq!(labels.get("app.kubernetes.io/instance").map(String::as_str), Some("cm"));
     let container = &template.spec.as_ref().unwrap().containers[0];
     let command = container.command.as_ref().unwrap();
-    assert_eq!(command[..3], ["cloudmart-load", "--timesale-endpoint", "http://cm-timesale:50053"]);
+    assert_eq!(
+        command[..5],
+        ["cloudmart-load", "--scenario", "flash-sale", "--timesale-endpoint", "http://cm-timesale:50053"]
+    );
+}
+
+#[test]
+fn the_orders_scenario_and_a_ramp_reach_the_load_generator() {
+    let opts = LoadOptions { scenario: Scenario::Orders, ramp: Some(Ramp(vec![50, 100, 200])), ..options() };
+    let command = load_command(&Release::new("shop", "cm"), &opts);
+    assert_eq!(
+        command,
+        [
+            "cloudmart-load",
+            "--scenario",
+            "orders",
+            "--timesale-endpoint",
+            "http://cm-timesale:50053",
+            "--order-endpoint",
+            "http://cm-order:50051",
+            "--fault-share",
+            "0",
+            "--ramp",
+            "50,100,200",
+            "--duration",
+            "30s",
+            "--concurrency",
+            "32",
+        ]
+    );
 }
