@@ -60,9 +60,10 @@ struct Observed {
     latency: Duration,
 }
 
-/// Runs at `rate`: half of the maximum order rate, the lower of P2's intake (`intake`)
-/// and the rate at which the sagas finished P2's backlog (above that, a backlog grows and
-/// the latency measures its queue, not a saga).
+/// Runs at `rate`: half of the maximum order rate — what P2's run sustained end to end,
+/// its orders placed and finished over the intake's time plus the time its backlog took
+/// (P2's intake alone, `intake`, outruns the sagas: at half of it a backlog grows and the
+/// latency measures its queue, not a saga).
 pub(crate) async fn run(ctx: &Ctx, stack: &Stack, rate: f64, intake: f64) -> Vec<Figure> {
     let secs = ctx.sizes.saga.as_secs_f64();
     eprintln!("bench: P3 saga latency: {rate:.0} orders/s for {secs:.0} s …");
@@ -96,8 +97,9 @@ pub(crate) async fn run(ctx: &Ctx, stack: &Stack, rate: f64, intake: f64) -> Vec
         orders.len(),
         if 2.0 * rate < intake * 0.99 {
             format!(
-                " The rate is half of what the sagas sustain (P2's backlog), {:.0} orders/s, not of P2's intake, \
-                 {intake:.0}/s: above it a backlog grows and the latency measures the queue.",
+                " The rate is half of what P2's run sustained end to end (orders placed and finished over \
+                 the intake's time plus the backlog's), {:.0} orders/s, not of P2's intake, {intake:.0}/s: \
+                 above it a backlog grows and the latency measures the queue.",
                 2.0 * rate
             )
         } else {
