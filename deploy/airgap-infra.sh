@@ -38,10 +38,11 @@ SUITE=${DEBIAN_SUITE:-bookworm}
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${CLOUDMART_CACHE:-$HOME/.cache/cloudmart}
 RUNTIME_IMAGE=cloudmart/airgap-runtime:$SUITE
-export DOCKER_BUILDKIT=1
 
 say() { printf 'airgap-infra: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
+# shellcheck source=deploy/docker-builder.sh
+. "$ROOT/deploy/docker-builder.sh"
 
 have_image() { [ "${FORCE:-0}" != 1 ] && "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
 

@@ -7,10 +7,8 @@
 # a registry answers; otherwise — or with AIRGAP=1 — local stand-ins built from Debian
 # packages by deploy/airgap-bases.sh. RUST_IMAGE / RUNTIME_IMAGE override either.
 #
-# Docker: DOCKER (default: docker). BuildKit is used when the client has it (buildx, or an
-# engine ≤ 22 with BuildKit built in, such as Debian's docker.io 20.10); a newer client
-# without buildx falls back to the classic builder. The Dockerfile needs neither heredocs
-# nor a frontend pull, so both work.
+# Docker: DOCKER (default: docker); deploy/docker-builder.sh picks BuildKit or the classic
+# builder (and Debian's /usr/bin/docker over a newer client without buildx).
 #
 # Other settings: IMAGE_TAG (dev), IMAGE_SIZE_BUDGET_MIB (30, service images only),
 # CHECK=1 also runs deploy/check-images.sh afterwards.
@@ -30,20 +28,8 @@ command -v "$DOCKER" >/dev/null || die "$DOCKER not found: install Docker (Debia
 "$DOCKER" info >/dev/null 2>&1 || die "the Docker engine does not answer (is dockerd running?)"
 
 # --- which builder ---------------------------------------------------------------------------
-buildkit=1
-if ! "$DOCKER" buildx version >/dev/null 2>&1; then
-  major=$("$DOCKER" version -f '{{.Client.Version}}' 2>/dev/null | sed 's/[^0-9].*//')
-  if [ "${major:-0}" -ge 23 ]; then
-    if [ -x /usr/bin/docker ] && [ "$DOCKER" != /usr/bin/docker ] \
-      && [ "$(/usr/bin/docker version -f '{{.Client.Version}}' 2>/dev/null | sed 's/[^0-9].*//')" -lt 23 ] 2>/dev/null; then
-      DOCKER=/usr/bin/docker
-      say "client without buildx; using $DOCKER (BuildKit built in)"
-    else
-      buildkit=0
-      say "client without buildx: classic builder"
-    fi
-  fi
-fi
+# shellcheck source=deploy/docker-builder.sh
+. "$ROOT/deploy/docker-builder.sh"
 
 # docker pull, bounded where coreutils' timeout exists (macOS has none by default).
 pull() {
@@ -83,7 +69,7 @@ say "bases: RUST_IMAGE=$rust_image RUNTIME_IMAGE=$runtime_image"
 # --- build -----------------------------------------------------------------------------------
 for target in order delivery timesale tools; do
   say "building cloudmart/$target:$TAG"
-  DOCKER_BUILDKIT=$buildkit "$DOCKER" build -f "$ROOT/deploy/Dockerfile" --target "$target" \
+  "$DOCKER" build -f "$ROOT/deploy/Dockerfile" --target "$target" \
     --build-arg RUST_IMAGE="$rust_image" --build-arg RUNTIME_IMAGE="$runtime_image" \
     -t "cloudmart/$target:$TAG" "$ROOT" || die "docker build --target $target failed"
 done
