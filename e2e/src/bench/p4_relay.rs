@@ -4,7 +4,7 @@
 //! `OrderPlaced` rows in one `INSERT … SELECT generate_series` (a real encoded payload of
 //! the size `PlaceOrder` writes, a distinct `ce_id` and key per row, a W3C `traceparent`),
 //! then the platform's [`OutboxRelay`] — the service's own producer settings:
-//! idempotent, acks=all, linger 2 ms — drains it: batches of 1024 locked with
+//! idempotent, acks=all, linger 0 ms — drains it: batches of 1024 locked with
 //! `FOR UPDATE SKIP LOCKED` past the last batch's id, sent, acknowledged by the broker,
 //! marked published, committed; the next batch is locked and sent while the broker still
 //! acknowledges the previous one.
@@ -62,7 +62,7 @@ pub(crate) async fn run(ctx: &Ctx) -> Vec<Figure> {
     };
     let note = format!(
         "{n} rows of {} payload bytes pre-filled with INSERT … SELECT generate_series, drained by the platform's \
-         OutboxRelay (batches of 1024, FOR UPDATE SKIP LOCKED past the previous batch, the next batch sent while the previous one is acknowledged; idempotent producer with acks=all, linger 2 ms) to 3 \
+         OutboxRelay (batches of 1024, FOR UPDATE SKIP LOCKED past the previous batch, the next batch sent while the previous one is acknowledged; idempotent producer with acks=all, linger 0 ms) to 3 \
          partitions.{raw_note}{embedded}",
         payload().len()
     );
