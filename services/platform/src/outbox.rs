@@ -420,12 +420,15 @@ impl OutboxRelay {
                 && purged.is_none_or(|t| t.elapsed() >= PURGE_EVERY)
             {
                 purged = Some(std::time::Instant::now());
-                let cutoff =
-                    chrono::Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
-                match purge_published(&self.db, cutoff).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(rows = n, ?retention, "published outbox rows past their retention deleted"),
-                    Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox purge failed; tried again later"),
+                // None: the cutoff lies before any date there can be, so nothing is that old.
+                if let Some(cutoff) = retention_cutoff(chrono::Utc::now(), retention) {
+                    match purge_published(&self.db, cutoff).await {
+                        Ok(0) => {}
+                        Ok(n) => {
+                            tracing::info!(rows = n, ?retention, "published outbox rows past their retention deleted")
+                        }
+                        Err(e) => tracing::warn!(error = format!("{e:#}"), "outbox purge failed; tried again later"),
+                    }
                 }
             }
             if measured.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -473,6 +476,13 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// backlog never holds locks or bloats a transaction for long.
 const PURGE_CHUNK: u64 = 5_000;
 
+/// `now - retention`, or `None` when that is before the earliest date chrono represents
+/// (`OUTBOX_RETENTION_HOURS` accepts up to u32::MAX hours, ~490,000 years): a plain
+/// subtraction would panic there.
+fn retention_cutoff(now: chrono::DateTime<chrono::Utc>, retention: Duration) -> Option<chrono::DateTime<chrono::Utc>> {
+    now.checked_sub_signed(chrono::Duration::from_std(retention).ok()?)
+}
+
 /// Deletes the rows published before `cutoff`, oldest first, in statements of at most
 /// [`PURGE_CHUNK`] rows; returns how many. Unpublished rows are never touched, however old.
 pub async fn purge_published<C: ConnectionTrait>(db: &C, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, DbErr> {
@@ -500,4 +510,19 @@ pub async fn purge_published<C: ConnectionTrait>(db: &C, cutoff: chrono::DateTim
 pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     entity::Entity::find().filter(entity::Column::PublishedAt.is_null()).count(db).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_cutoff_is_now_minus_retention_and_none_past_the_calendar() {
+        let now = chrono::Utc::now();
+        let day = retention_cutoff(now, Duration::from_secs(24 * 3600)).unwrap();
+        assert_eq!(now - day, chrono::Duration::hours(24));
+        // The largest OUTBOX_RETENTION_HOURS: a plain subtraction would panic here.
+        assert_eq!(retention_cutoff(now, Duration::from_secs(u64::from(u32::MAX) * 3600)), None);
+        assert_eq!(retention_cutoff(now, Duration::MAX), None);
+    }
 }
