@@ -6,7 +6,7 @@ CARGO_FLAGS ?= --locked
 PROFILE ?= release
 
 .DEFAULT_GOAL := help
-.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse chaos bench-scale fmt deploy undeploy kind-down load bench bench-report bench-hot-sale smoke jaeger kafka clean
+.PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse chaos bench-scale fmt cluster cluster-down deploy undeploy kind-down e2e-cluster load bench bench-report bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,7 +20,7 @@ build: ## Build every binary (release)
 test: build ## Full test suite: unit, integration, end-to-end (TEST_DATABASE_URL / TEST_KAFKA_BROKERS pick real backends)
 	@echo "test backends: database=$${TEST_DATABASE_URL:+PostgreSQL ($${TEST_DATABASE_URL%%@*}@…)}$${TEST_DATABASE_URL:-SQLite (embedded)}" | sed 's/:[^:@]*@…/:***@…/'
 	@echo "test backends: kafka=$${TEST_KAFKA_BROKERS:-embedded mock broker (librdkafka)}"
-	$(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) --workspace
+	$(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) --workspace --exclude cloudmart-e2e-cluster
 
 test-unit: ## Fast unit tests only (no processes)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --lib
@@ -40,16 +40,28 @@ lint-proto: ## The contract through outside tools: protoc (grpcio-tools), buf bu
 lint-charts: ## helm lint/template, schema validation (2 Kubernetes versions), manifest tests
 	bash deploy/lint-charts.sh
 
-deploy: ## kind cluster, images, metrics-server, Helm install, helm test (needs docker, kind, kubectl, helm)
+cluster: ## A real single-node Kubernetes on this host, no kind (root, Linux; context cloudmart-local)
+	bash deploy/cluster.sh up
+
+cluster-down: ## Stop the local cluster and check nothing of it is left (processes, mounts, cni0, iptables, sysctls)
+	bash deploy/cluster.sh down
+
+deploy: ## Helm install on kind (Docker, privileged) or else the local cluster (CLUSTER=kind|local), then helm test
 	bash deploy/deploy.sh
 
-undeploy: ## Remove the Helm release (keeps the kind cluster)
+undeploy: ## Remove the Helm release (the cluster stays)
 	bash deploy/undeploy.sh
 
 kind-down: ## Delete the kind cluster
 	bash deploy/undeploy.sh --delete-cluster
 
-load: ## Load test time-sale in the cluster via the kubectl plugin, with report
+e2e-cluster: ## The cluster suite against the current kube context: saga, compensation, rush + real HPA, pod kill, trace
+	$(CARGO) build $(CARGO_FLAGS) --profile $(PROFILE) -p cloudmart-kubectl --bin kubectl-cloudmart
+	KUBECTL_CLOUDMART=$${CARGO_TARGET_DIR:-$(CURDIR)/target}/$(PROFILE)/kubectl-cloudmart \
+	  KUBECTL=$${KUBECTL:-$$(bash deploy/k8s-tools.sh kubectl)} HELM=$${HELM:-$$(bash deploy/k8s-tools.sh helm)} \
+	  $(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) -p cloudmart-e2e-cluster -- --test-threads 1 --nocapture
+
+load: ## The rush from kubectl (kubectl cloudmart load --expect-scale timesale) on the current cluster, with report and verdict
 	bash deploy/load.sh
 
 smoke: ## Send one order through a running system (ORDER_ENDPOINT, default http://127.0.0.1:50051)

@@ -1,39 +1,69 @@
 #!/usr/bin/env bash
-# `make deploy`: cloudmart on a local kind cluster, from zero, idempotently.
+# `make deploy`: cloudmart on Kubernetes with `helm upgrade --install`, from zero, idempotently.
 #
-#   preflight (docker, kind, kubectl, helm, memory) -> kind cluster "cloudmart" (created
-#   if absent) -> docker build + kind load of the four images -> metrics-server (with
-#   --kubelet-insecure-tls, which kind needs) -> helm upgrade --install --wait -> helm test
-#   -> endpoints and next steps.
+# Which cluster (CLUSTER=kind|local forces one):
+#   kind   where `kind` is installed and Docker runs privileged containers: the kind cluster
+#          "cloudmart" (KIND_CLUSTER), created if absent; images loaded with `kind load`;
+#          metrics-server from its release manifest; NodePorts mapped to localhost.
+#   local  otherwise (Linux, root): the single-node cluster of `make cluster`
+#          (deploy/cluster.sh, context cloudmart-local), started if absent; images imported
+#          into its containerd; CoreDNS and metrics-server are part of it; values
+#          deploy/cluster/values.yaml (air-gapped Kafka/PostgreSQL/Jaeger images).
+#   Both: the same chart, `helm upgrade --install --wait --wait-for-jobs`, then `helm test`.
 #
 # Running it again rebuilds the images and upgrades the release in place; pods restart
 # only when their image changed (the image id is a pod annotation).
 #
-# Environment: DRY_RUN=1 prints the commands instead of running them; CLUSTER (cloudmart),
-# NAMESPACE (cloudmart), RELEASE (cloudmart), IMAGE_TAG (dev), MIN_MEMORY_GIB (4),
-# SKIP_BUILD=1 (reuse loaded images), SKIP_TEST=1 (no helm test), HELM_EXTRA_ARGS.
+# Environment: DRY_RUN=1 prints the commands instead of running them (kind path); CLUSTER
+# (kind|local), KIND_CLUSTER (cloudmart), NAMESPACE (cloudmart), RELEASE (cloudmart),
+# IMAGE_TAG (dev), MIN_MEMORY_GIB (4), SKIP_BUILD=1 (reuse built images), SKIP_TEST=1 (no
+# helm test), HELM_EXTRA_ARGS, DOCKER (docker).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-CLUSTER=${CLUSTER:-cloudmart}
+KIND_CLUSTER=${KIND_CLUSTER:-cloudmart}
 NAMESPACE=${NAMESPACE:-cloudmart}
 RELEASE=${RELEASE:-cloudmart}
 IMAGE_TAG=${IMAGE_TAG:-dev}
 MIN_MEMORY_GIB=${MIN_MEMORY_GIB:-4}
 DRY_RUN=${DRY_RUN:-0}
+DOCKER=${DOCKER:-docker}
+export DOCKER
 METRICS_SERVER_URL=${METRICS_SERVER_URL:-https://github.com/kubernetes-sigs/metrics-server/releases/latest/download/components.yaml}
 IMAGES=(order delivery timesale tools)
-CONTEXT="kind-$CLUSTER"
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 info() { printf '    %s\n' "$*"; }
 die() { printf '\n\033[31mdeploy: %s\033[0m\n' "$*" >&2; exit 1; }
+log() { info "$*"; }
 # run CMD...: print it; execute it unless DRY_RUN=1
 run() {
   printf '+ %s\n' "$(printf '%q ' "$@")"
   [[ "$DRY_RUN" == 1 ]] || "$@"
 }
 
+# --- which cluster ------------------------------------------------------------------------
+kind_usable() {
+  command -v kind >/dev/null 2>&1 && "$DOCKER" info >/dev/null 2>&1 || return 1
+  # kind's node containers are privileged; some hosts (rootless, sandboxes) refuse that
+  local img
+  img=$("$DOCKER" images --format '{{.Repository}}:{{.Tag}}' 2>/dev/null | grep -v '<none>' | head -1)
+  [[ -n "$img" ]] || return 0
+  "$DOCKER" run --rm --privileged --entrypoint /bin/true "$img" >/dev/null 2>&1 \
+    || "$DOCKER" run --rm --privileged "$img" true >/dev/null 2>&1
+}
+case "${CLUSTER:-}" in
+  kind | local) ;;
+  "")
+    if [[ "$DRY_RUN" == 1 ]] || kind_usable; then CLUSTER=kind; else CLUSTER=local; fi
+    info "CLUSTER=$CLUSTER (kind needs the kind command and privileged Docker containers; CLUSTER=kind|local forces one)"
+    ;;
+  *) die "CLUSTER=$CLUSTER: expected kind or local (the kind cluster's name is KIND_CLUSTER)" ;;
+esac
+if [[ "$CLUSTER" == local ]]; then
+  exec bash "$ROOT/deploy/deploy-local.sh" "$@"
+fi
+CONTEXT="kind-$KIND_CLUSTER"
 cd "$ROOT"
 [[ "$DRY_RUN" == 1 ]] && info "DRY_RUN=1: printing the commands, running none of them"
 
@@ -77,11 +107,11 @@ else
 fi
 
 # --- cluster ----------------------------------------------------------------------------
-step "kind cluster '$CLUSTER'"
-if [[ "$DRY_RUN" != 1 ]] && kind get clusters 2>/dev/null | grep -qx "$CLUSTER"; then
+step "kind cluster '$KIND_CLUSTER'"
+if [[ "$DRY_RUN" != 1 ]] && kind get clusters 2>/dev/null | grep -qx "$KIND_CLUSTER"; then
   info "exists; reusing it"
 else
-  run kind create cluster --name "$CLUSTER" --config deploy/kind/cluster.yaml --wait 120s
+  run kind create cluster --name "$KIND_CLUSTER" --config deploy/kind/cluster.yaml --wait 120s
 fi
 run kubectl config use-context "$CONTEXT"
 
@@ -99,12 +129,12 @@ for target in "${IMAGES[@]}"; do
   # kind load docker-image fails with "content digest not found" under Docker's containerd
   # image store (kind issue 3795); an image archive works everywhere.
   if [[ "$DRY_RUN" == 1 ]]; then
-    run kind load docker-image "cloudmart/$target:$IMAGE_TAG" --name "$CLUSTER"
-  elif ! run kind load docker-image "cloudmart/$target:$IMAGE_TAG" --name "$CLUSTER"; then
+    run kind load docker-image "cloudmart/$target:$IMAGE_TAG" --name "$KIND_CLUSTER"
+  elif ! run kind load docker-image "cloudmart/$target:$IMAGE_TAG" --name "$KIND_CLUSTER"; then
     info "kind load docker-image failed; retrying through an image archive"
     archive=$(mktemp "${TMPDIR:-/tmp}/cloudmart-image.XXXXXX")
     run docker save -o "$archive" "cloudmart/$target:$IMAGE_TAG"
-    run kind load image-archive "$archive" --name "$CLUSTER"
+    run kind load image-archive "$archive" --name "$KIND_CLUSTER"
     rm -f "$archive"
   fi
 done
@@ -128,7 +158,7 @@ helm_args=(upgrade --install "$RELEASE" charts/cloudmart
   --namespace "$NAMESPACE" --create-namespace
   -f deploy/kind/values.yaml
   --set-string "image.tag=$IMAGE_TAG"
-  --wait --timeout 10m)
+  --wait --wait-for-jobs --timeout 10m)
 for target in order delivery timesale; do
   # A rebuilt image under the same tag must roll the pods, and an unchanged one must not:
   # the image id (read from Docker, also with SKIP_BUILD=1) is a pod annotation.

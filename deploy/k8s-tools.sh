@@ -45,10 +45,20 @@ PY
   rm -rf "$tmp"
 }
 
+# A kubectl on PATH is used only within the supported skew of the clusters this project
+# runs (v1.33 to v1.36 against a v1.34 API server); an older one (e.g. Google Cloud SDK's
+# dispatcher at v1.32) gives way to the fetched one.
+usable() { # name path
+  [[ "$1" == kubectl ]] || return 0
+  local minor
+  minor=$("$2" version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -1)
+  [[ -n "$minor" ]] && ((minor >= 33 && minor <= 36))
+}
+
 pick_tool() { # name -> path on stdout
   local name=$1 override=${2:-}
   if [[ -n "$override" ]]; then echo "$override"; return; fi
-  if command -v "$name" >/dev/null 2>&1; then command -v "$name"; return; fi
+  if command -v "$name" >/dev/null 2>&1 && usable "$name" "$(command -v "$name")"; then command -v "$name"; return; fi
   if [[ -x "$TOOLS/bin/$name" ]]; then echo "$TOOLS/bin/$name"; return; fi
   fetch_k8s_tools >&2
   echo "$TOOLS/bin/$name"

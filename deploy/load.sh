@@ -1,23 +1,29 @@
 #!/usr/bin/env bash
-# `make load`: a time-sale load test inside the kind cluster through the kubectl plugin
-# (`kubectl cloudmart load`, binary kubectl-cloudmart), which runs the load generator in
-# a pod labelled cloudmart.io/client=true and prints a report.
+# `make load`: the rush on the current kube context through the kubectl plugin
+# (`kubectl cloudmart load`, binary kubectl-cloudmart): the load generator runs in the
+# cluster as a Job (pod labelled cloudmart.io/client=true) while the plugin watches the
+# time-sale HPA and every cloudmart Deployment; it writes the report JSON and a PNG
+# (target/load/) and exits non-zero unless the real HPA scaled time-sale — and only
+# time-sale — above its minimum (--expect-scale timesale).
 #
-# Prerequisites: a cluster from `make deploy`, and either kubectl-cloudmart on PATH, a Rust
-# toolchain (it is built from this checkout), or Docker (it runs from the tools image on
-# the kind network with the cluster's internal kubeconfig).
+# Prerequisites: a cluster from `make deploy` (kind or the local one of `make cluster`),
+# and either kubectl-cloudmart on PATH, a Rust toolchain (it is built from this checkout),
+# or Docker + kind (it runs from the tools image on the kind network).
 #
-# Environment: SALE_RPS (default 200), DURATION (default 120s), NAMESPACE (cloudmart),
-# IMAGE_TAG (dev: the tools image the load Job runs), CLUSTER (cloudmart), DRY_RUN=1;
-# extra arguments are passed to `kubectl cloudmart load` unchanged.
+# Environment: SALE_RPS (default 250), DURATION (default 120s), NAMESPACE (cloudmart),
+# IMAGE_TAG (dev: the tools image the load Job runs), KIND_CLUSTER (cloudmart),
+# EXPECT_SCALE (timesale; empty: no verdict), OUT (target/load), DRY_RUN=1; extra
+# arguments are passed to `kubectl cloudmart load` unchanged.
 set -euo pipefail
 
 NAMESPACE=${NAMESPACE:-cloudmart}
-SALE_RPS=${SALE_RPS:-200}
+SALE_RPS=${SALE_RPS:-250}
 DURATION=${DURATION:-120s}
 DRY_RUN=${DRY_RUN:-0}
 IMAGE_TAG=${IMAGE_TAG:-dev}
-CLUSTER=${CLUSTER:-cloudmart}
+KIND_CLUSTER=${KIND_CLUSTER:-cloudmart}
+EXPECT_SCALE=${EXPECT_SCALE-timesale}
+OUT=${OUT:-target/load}
 
 run() {
   printf '+ %s\n' "$(printf '%q ' "$@")"
@@ -42,7 +48,7 @@ elif command -v docker >/dev/null 2>&1 && command -v kind >/dev/null 2>&1; then
   # with the kubeconfig that reaches the API server from inside that network.
   kubeconfig=$(mktemp "${TMPDIR:-/tmp}/cloudmart-kubeconfig.XXXXXX")
   trap 'rm -f "$kubeconfig"' EXIT
-  run kind get kubeconfig --internal --name "$CLUSTER" >"$kubeconfig"
+  run kind get kubeconfig --internal --name "$KIND_CLUSTER" >"$kubeconfig"
   chmod 644 "$kubeconfig"
   plugin=(docker run --rm -i --network kind -v "$kubeconfig:/kubeconfig:ro" -e KUBECONFIG=/kubeconfig
     --entrypoint /usr/local/bin/kubectl-cloudmart "cloudmart/tools:$IMAGE_TAG")
@@ -57,5 +63,8 @@ cat <<EOF
       kubectl get hpa -n ${NAMESPACE} -w
       kubectl get pods -n ${NAMESPACE} -l app.kubernetes.io/name=timesale -w
 EOF
+verdict=()
+[[ -z "$EXPECT_SCALE" ]] || verdict=(--expect-scale "$EXPECT_SCALE")
+[[ "$DRY_RUN" == 1 ]] || mkdir -p "$OUT"
 run "${plugin[@]}" load --namespace "$NAMESPACE" --sale-rps "$SALE_RPS" --duration "$DURATION" \
-  --image "cloudmart/tools:$IMAGE_TAG" "$@"
+  --image "cloudmart/tools:$IMAGE_TAG" "${verdict[@]}" --report "$OUT/report.json" --chart "$OUT/load.png" "$@"

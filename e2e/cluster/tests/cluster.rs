@@ -1,0 +1,143 @@
+//! `make e2e-cluster`: cloudmart on a real Kubernetes (the current kube context, the chart
+//! installed by `make deploy`), driven with the tools users have: helm, kubectl and
+//! `kubectl cloudmart`. The tests share one cluster, so `make e2e-cluster` runs them one at a
+//! time, in name order (a… before b…). `make test` leaves this crate out (it needs a cluster);
+//! .ci/run runs it after `make cluster && make deploy`.
+
+use std::time::{Duration, Instant};
+
+use cloudmart_e2e::{smoke_order, smoke_purchase};
+use cloudmart_e2e_cluster::Cluster;
+
+const SAGA_TIMEOUT: Duration = Duration::from_secs(90);
+
+async fn cluster() -> Cluster {
+    match Cluster::connect().await {
+        Ok(c) => c,
+        Err(e) => panic!("make e2e-cluster: {e:#}"),
+    }
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+#[tokio::test]
+async fn a1_helm_test_passes() {
+    let c = cluster().await;
+    let out = c.helm(&["test", &c.release, "--timeout", "5m", "--logs"]).await.unwrap();
+    assert!(out.status.success(), "helm test failed:\n{}", text(&out));
+}
+
+#[tokio::test]
+async fn a2_an_order_is_confirmed_through_the_saga() {
+    let c = cluster().await;
+    let order = c.port_forward("order", 50051).await.unwrap();
+    let outcome = smoke_order(&order.endpoint, "04524", "KR", SAGA_TIMEOUT).await.unwrap();
+    assert_eq!(outcome.status, "CONFIRMED", "order {} ended {}", outcome.order_id, outcome.status);
+}
+
+#[tokio::test]
+async fn a3_a_failed_delivery_cancels_the_order() {
+    let c = cluster().await;
+    // deploy/cluster/values.yaml fails every delivery to postal code 99999
+    let order = c.port_forward("order", 50051).await.unwrap();
+    let outcome = smoke_order(&order.endpoint, "99999", "KR", SAGA_TIMEOUT).await.unwrap();
+    assert_eq!(outcome.status, "CANCELLED", "order {} ended {}", outcome.order_id, outcome.status);
+    assert!(!outcome.cancel_reason.is_empty(), "a compensated order names its reason");
+}
+
+#[tokio::test]
+async fn a4_a_purchase_traces_through_all_three_services() {
+    let c = cluster().await;
+    let timesale = c.port_forward("timesale", 50053).await.unwrap();
+    let purchase = smoke_purchase(&timesale.endpoint, SAGA_TIMEOUT).await.unwrap();
+    assert_eq!(purchase.status, "ORDERED", "purchase {} ended {}", purchase.purchase_id, purchase.status);
+    // the services export their spans in batches: ask again until all three arrived
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = c.plugin(&["trace", &purchase.order_id]).await.unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+        let all = ["order", "delivery", "timesale"].iter().all(|s| printed.contains(s));
+        if out.status.success() && all {
+            println!("{printed}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no trace with spans of order, delivery and time-sale for order {} within 90 s; last output:\n{}",
+            purchase.order_id,
+            text(&out)
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+}
+
+fn replicas(deploy: &serde_json::Value) -> (i64, i64) {
+    let spec = deploy["spec"]["replicas"].as_i64().unwrap_or(0);
+    let ready = deploy["status"]["readyReplicas"].as_i64().unwrap_or(0);
+    (spec, ready)
+}
+
+/// The rush: `kubectl cloudmart load --expect-scale timesale --expect-scale-down` — the
+/// real HPA (metrics-server CPU) scales time-sale and only time-sale, then back down after
+/// a stabilisation window these values shorten. While time-sale runs on two or more
+/// replicas, one of its pods is deleted; afterwards `kubectl cloudmart audit` must find
+/// every invariant holding (nothing lost, duplicated or oversold).
+#[tokio::test]
+async fn b1_the_rush_scales_timesale_only_and_a_killed_pod_loses_nothing() {
+    let c = cluster().await;
+    let window = std::env::var("E2E_SCALE_DOWN_WINDOW_SECS").unwrap_or_else(|_| "30".into());
+    let set = format!("timesale.autoscaling.behavior.scaleDown.stabilizationWindowSeconds={window}");
+    let before = c.helm(&["get", "values", &c.release, "-a", "-o", "json"]).await.unwrap();
+    let before: serde_json::Value = serde_json::from_slice(&before.stdout).unwrap_or_default();
+    let original =
+        before["timesale"]["autoscaling"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"].as_i64().unwrap_or(120);
+    let chart = concat!(env!("CARGO_MANIFEST_DIR"), "/../../charts/cloudmart");
+    let up = c.helm(&["upgrade", &c.release, chart, "--reuse-values", "--set", &set, "--wait", "--timeout", "5m"]).await.unwrap();
+    assert!(up.status.success(), "helm upgrade with a short scale-down window failed:\n{}", text(&up));
+
+    let rps = std::env::var("E2E_RUSH_RPS").unwrap_or_else(|_| "250".into());
+    let duration = std::env::var("E2E_RUSH_DURATION").unwrap_or_else(|_| "150s".into());
+    let plugin = c.clone();
+    let load = tokio::spawn(async move {
+        plugin
+            .plugin(&["load", "--sale-rps", &rps, "--duration", &duration, "--expect-scale", "timesale", "--expect-scale-down"])
+            .await
+    });
+
+    // kill one time-sale pod once there are two Ready
+    let deployment = c.resource("timesale");
+    let deadline = Instant::now() + Duration::from_secs(150);
+    let mut killed = None;
+    while Instant::now() < deadline && !load.is_finished() {
+        let d = c.get_json(&["get", "deployment", &deployment]).await.unwrap();
+        if replicas(&d).1 >= 2 {
+            let pods = c
+                .kubectl_ok(&["get", "pods", "-l", "app.kubernetes.io/name=timesale", "-o", "jsonpath={.items[0].metadata.name}"])
+                .await
+                .unwrap();
+            let pod = pods.trim().to_string();
+            c.kubectl_ok(&["delete", "pod", &pod, "--wait=false"]).await.unwrap();
+            println!("deleted time-sale pod {pod} under load");
+            killed = Some(pod);
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+
+    let out = load.await.unwrap().unwrap();
+    println!("{}", String::from_utf8_lossy(&out.stdout));
+    let restore = format!("timesale.autoscaling.behavior.scaleDown.stabilizationWindowSeconds={original}");
+    let _ = c.helm(&["upgrade", &c.release, chart, "--reuse-values", "--set", &restore]).await;
+    assert!(out.status.success(), "kubectl cloudmart load --expect-scale timesale --expect-scale-down failed:\n{}", text(&out));
+    assert!(killed.is_some(), "time-sale never ran two Ready replicas under the rush: no pod was killed");
+
+    for other in ["order", "delivery"] {
+        let d = c.get_json(&["get", "deployment", &c.resource(other)]).await.unwrap();
+        assert_eq!(replicas(&d).0, 1, "{other} must keep its one replica (only time-sale autoscales)");
+    }
+
+    let audit = c.plugin(&["audit"]).await.unwrap();
+    assert!(audit.status.success(), "audit after the rush and the pod kill failed:\n{}", text(&audit));
+}
