@@ -109,6 +109,15 @@ wait_for() { # description seconds command...
 }
 
 kc() { "$KUBECTL" --kubeconfig "$ADMIN_CONF" "$@"; }
+# stdin -> FILE, replaced atomically and only when the content differs: kube-proxy watches
+# its configuration file and exits when it changes (a rewrite in place is a change).
+write_file() {
+  local f=$1 tmp
+  mkdir -p "$(dirname "$f")"
+  tmp=$(mktemp "$f.XXXXXX")
+  cat >"$tmp"
+  if [[ -f "$f" ]] && cmp -s "$tmp" "$f"; then rm -f "$tmp"; else mv "$tmp" "$f"; fi
+}
 
 # --- preflight ------------------------------------------------------------------------------
 preflight() {
@@ -135,7 +144,8 @@ host_view() { # dir: what `down` must restore
   local d=$1 s
   mkdir -p "$d"
   for s in "${SYSCTLS[@]}"; do printf '%s=%s\n' "$s" "$(sysctl -n "$s" 2>/dev/null || echo absent)"; done >"$d/sysctl"
-  ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | sort >"$d/links"
+  # veths come and go with Docker's containers too; the pods' ones are checked by name
+  ip -o link show | awk -F': ' '{print $2}' | sed 's/@.*//' | grep -v '^veth' | sort >"$d/links"
   { for t in filter nat mangle raw; do iptables-save -t "$t" 2>/dev/null | grep -E '^-A|^:' | sed 's/ \[[0-9:]*\]$//' \
       | grep -E 'KUBE|CNI-|CLOUDMART|cni0|10\.244\.|10\.96\.' | sed "s/^/$t /"; done; } | sort >"$d/iptables" || true
   awk '{print $5}' /proc/self/mountinfo | grep -E "^($STATE|$RUN)|^/run/netns/cni-|^/var/run/netns/cni-" | sort >"$d/mounts" || true
@@ -163,6 +173,11 @@ check_clean() {
   for c in "${COMPONENTS[@]}"; do
     if pid=$(running_pid "$c"); then bad=1; say "left behind: $c still runs (pid $pid)"; fi
   done
+  if [[ -f "$BASE/pod-links" ]]; then
+    while IFS= read -r c; do
+      if ip link show "$c" >/dev/null 2>&1; then bad=1; say "left behind: pod interface $c"; fi
+    done <"$BASE/pod-links"
+  fi
   for f in /proc/[0-9]*/cmdline; do
     if tr '\0' ' ' <"$f" 2>/dev/null | grep -qE "$RUN|$STATE"; then
       pid=${f#/proc/}; pid=${pid%/cmdline}
@@ -198,7 +213,7 @@ network_up() {
   # dockerd sets FORWARD's policy to DROP, which drops pod -> ClusterIP -> pod.
   iptables -C FORWARD -i cni0 -o cni0 -j ACCEPT 2>/dev/null || iptables -I FORWARD -i cni0 -o cni0 -j ACCEPT
   mkdir -p "$STATE/cni/net.d" "$STATE/cni/ipam"
-  cat >"$STATE/cni/net.d/10-cloudmart.conflist" <<EOF
+  write_file "$STATE/cni/net.d/10-cloudmart.conflist" <<EOF
 {
   "cniVersion": "0.4.0",
   "name": "cloudmart",
@@ -339,7 +354,7 @@ import_images() { # docker image refs or .tar files -> the node's containerd (k8
 # --- components -----------------------------------------------------------------------------
 start_containerd() {
   mkdir -p "$STATE/containerd" "$RUN/containerd"
-  cat >"$STATE/containerd/config.toml" <<EOF
+  write_file "$STATE/containerd/config.toml" <<EOF
 version = 2
 root = "$STATE/containerd/root"
 state = "$RUN/containerd/state"
@@ -413,7 +428,7 @@ start_control_plane() {
 }
 start_node() {
   mkdir -p "$STATE/kubelet" "$STATE/pod-logs"
-  cat >"$STATE/kubelet/config.yaml" <<EOF
+  write_file "$STATE/kubelet/config.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 address: $NODE_IP
@@ -452,7 +467,7 @@ EOF
     --kubeconfig="$STATE/kubeconfig/kubelet.conf" --root-dir="$STATE/kubelet" \
     --hostname-override="$NODE" --node-ip="$NODE_IP" --cert-dir="$STATE/kubelet/pki"
   mkdir -p "$STATE/kube-proxy"
-  cat >"$STATE/kube-proxy/config.yaml" <<EOF
+  write_file "$STATE/kube-proxy/config.yaml" <<EOF
 apiVersion: kubeproxy.config.k8s.io/v1alpha1
 kind: KubeProxyConfiguration
 clientConnection: {kubeconfig: $STATE/kubeconfig/kube-proxy.conf}
@@ -541,6 +556,8 @@ up() {
 down() {
   say "stopping the cluster (state $STATE)"
   tools
+  # the pods' host-side interfaces, to check afterwards that they went with their sandboxes
+  ip -o link show master cni0 2>/dev/null | awk -F': ' '{print $2}' | sed 's/@.*//' >"$BASE/pod-links" || true
   if running_pid kube-apiserver >/dev/null && running_pid kubelet >/dev/null && [[ -f "$ADMIN_CONF" ]]; then
     stop_proc kube-controller-manager
     stop_proc kube-scheduler
@@ -624,7 +641,7 @@ down() {
     info "state removed; logs of this cluster kept in $BASE/last-logs"
   fi
   check_clean
-  rm -rf "$BEFORE"
+  rm -rf "$BEFORE" "$BASE/pod-links"
 }
 
 status() {
