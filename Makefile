@@ -57,11 +57,12 @@ undeploy: ## Remove the Helm release (the cluster stays)
 kind-down: ## Delete the kind cluster
 	bash deploy/undeploy.sh --delete-cluster
 
-e2e-cluster: ## The cluster suite against the current kube context: saga, compensation, rush + real HPA, pod kill, trace
-	$(CARGO) build $(CARGO_FLAGS) --profile $(PROFILE) -p cloudmart-kubectl --bin kubectl-cloudmart
+# The same cargo command shapes as make build / make test (whole workspace), so nothing
+# they built is compiled again with another feature set.
+e2e-cluster: build ## The cluster suite against the current kube context: saga, compensation, rush + real HPA, pod kill, trace
 	KUBECTL_CLOUDMART=$${CARGO_TARGET_DIR:-$(CURDIR)/target}/$(PROFILE)/kubectl-cloudmart \
 	  KUBECTL=$${KUBECTL:-$$(bash deploy/k8s-tools.sh kubectl)} HELM=$${HELM:-$$(bash deploy/k8s-tools.sh helm)} \
-	  $(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) -p cloudmart-e2e-cluster -- --test-threads 1 --nocapture
+	  $(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) --workspace --test cluster -- --test-threads 1 --nocapture
 
 load: ## The rush from kubectl (kubectl cloudmart load --expect-scale timesale) on the current cluster, with report and verdict
 	bash deploy/load.sh

@@ -37,7 +37,8 @@ elif command -v cargo >/dev/null 2>&1; then
   # Not installed: build it from this checkout. `cargo install --path e2e/kubectl` puts it
   # on PATH for good, after which `kubectl cloudmart …` works from anywhere.
   target_dir=${CARGO_TARGET_DIR:-target}
-  run cargo build --release --locked -p cloudmart-kubectl --bin kubectl-cloudmart
+  # the whole workspace, as make build does: after make test (or make dev) it compiles nothing
+  run cargo build --locked --release --bins
   plugin=("$target_dir/release/kubectl-cloudmart")
   if [[ ! -x "${plugin[0]}" && "$DRY_RUN" != 1 ]]; then
     echo "load: building kubectl-cloudmart did not produce ${plugin[0]}" >&2

@@ -109,3 +109,8 @@ url
 {{- define "cloudmart.clientLabel" -}}
 cloudmart.io/client: "true"
 {{- end }}
+
+{{/* Pods of the dead-letter tools (`kubectl cloudmart dlq`, `cloudmart-audit dlq`), which read and re-publish Kafka records. */}}
+{{- define "cloudmart.kafkaClientLabel" -}}
+cloudmart.io/kafka-client: "true"
+{{- end }}

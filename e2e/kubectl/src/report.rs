@@ -1,14 +1,19 @@
 //! The load generator's final report and the report `load` prints.
 //!
 //! `cloudmart-load` ends its output with one line `CLOUDMART_LOAD_REPORT {json}`; the plugin
-//! reads it from the pod log and adds what the autoscaler did during the run.
+//! reads it from the pod log and adds what the autoscaler and the Deployments did during
+//! the run ([`ScalingSummary`]); [`RunReport`] is the whole of it as JSON.
 
 use std::io::{self, Write};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use cloudmart_load_report::{Second, StepReport};
 use serde::{Deserialize, Serialize};
+
+use crate::scaling::HpaView;
+use crate::timeline::{Phase, Sample};
+use crate::verdict::Verdict;
+use crate::{AUTOSCALED_SERVICE, SERVICES};
 
 /// Prefix of the load generator's report line.
 pub const REPORT_PREFIX: &str = "CLOUDMART_LOAD_REPORT ";
@@ -81,34 +86,59 @@ pub fn find_report(logs: &str) -> Result<Option<LoadGenReport>> {
         .map(Some)
 }
 
-/// One look at the HPA during a load run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HpaSample {
-    /// Time since the Job was created.
-    pub since_job: Duration,
-    /// Wall-clock time of the sample (Unix time, ms).
-    pub at_unix_ms: u64,
-    /// Replicas the HPA last saw.
-    pub current: Option<i32>,
-    /// Replicas the HPA wants.
-    pub desired: Option<i32>,
-}
-
-/// What the time-sale autoscaler did during a load run.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the time-sale autoscaler and the Deployments did during a load run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ScalingSummary {
     /// Name of the HPA.
     pub hpa: String,
-    /// Replicas when the load started.
-    pub replicas_at_start: i32,
-    /// Most replicas seen while the load ran.
+    /// The HPA's `spec.minReplicas`.
+    pub min_replicas: i32,
+    /// The HPA's `spec.maxReplicas`.
     pub max_replicas: i32,
-    /// Time from the Job's creation to the first sample with more replicas than at start.
-    pub first_scale_up: Option<Duration>,
-    /// How many times the HPA was sampled.
-    pub samples: u32,
-    /// Every sample, in order (the chart's replica panel).
-    pub timeline: Vec<HpaSample>,
+    /// Time-sale replicas when the load started.
+    pub replicas_at_start: i32,
+    /// Most time-sale replicas the HPA had or wanted while the load ran.
+    pub peak_replicas: i32,
+    /// Seconds from the Job's creation to the first sample where the HPA had or wanted more
+    /// replicas than at start.
+    pub first_scale_up_secs: Option<f64>,
+    /// Every sample, in order: the live table's rows, the chart's replica panel.
+    pub timeline: Vec<Sample>,
+}
+
+impl ScalingSummary {
+    /// A summary before any sample, for an HPA `name` with `hpa`'s figures.
+    pub fn new(name: &str, hpa: &HpaView) -> Self {
+        let replicas_at_start = hpa.replicas();
+        Self {
+            hpa: name.to_owned(),
+            min_replicas: hpa.min_replicas,
+            max_replicas: hpa.max_replicas,
+            replicas_at_start,
+            peak_replicas: replicas_at_start,
+            first_scale_up_secs: None,
+            timeline: Vec::new(),
+        }
+    }
+
+    /// Adds a sample; the peak and the first scale-up count the load's samples only.
+    pub fn push(&mut self, sample: Sample) {
+        if sample.phase == Phase::Load {
+            let hpa = sample.hpa_current.into_iter().chain(sample.hpa_desired).max();
+            if let Some(n) = hpa.or(sample.desired(AUTOSCALED_SERVICE)) {
+                self.peak_replicas = self.peak_replicas.max(n);
+            }
+            if hpa.is_some_and(|n| n > self.replicas_at_start) && self.first_scale_up_secs.is_none() {
+                self.first_scale_up_secs = Some(sample.t);
+            }
+        }
+        self.timeline.push(sample);
+    }
+
+    /// Samples taken while the load ran.
+    pub fn load_samples(&self) -> usize {
+        self.timeline.iter().filter(|s| s.phase == Phase::Load).count()
+    }
 }
 
 /// Writes the report of a finished load run.
@@ -153,20 +183,50 @@ pub fn render<W: Write + ?Sized>(
     for w in &r.warnings {
         writeln!(out, "  warning           {w}")?;
     }
-    writeln!(out, "autoscaling (HPA {})", scaling.hpa)?;
+    writeln!(out, "autoscaling (HPA {}, min {}, max {})", scaling.hpa, scaling.min_replicas, scaling.max_replicas)?;
     writeln!(out, "  replicas at start {}", scaling.replicas_at_start)?;
-    writeln!(out, "  max replicas      {}", scaling.max_replicas)?;
-    match scaling.first_scale_up {
-        Some(t) => writeln!(out, "  first scale-up    after {:.1}s", t.as_secs_f64())?,
+    writeln!(out, "  max replicas      {}", scaling.peak_replicas)?;
+    match scaling.first_scale_up_secs {
+        Some(t) => writeln!(out, "  first scale-up    after {t:.1}s")?,
         None => writeln!(
             out,
             "  first scale-up    none in {} samples (CPU stayed under target, or metrics-server is missing)",
-            scaling.samples
+            scaling.load_samples()
         )?,
+    }
+    let load: Vec<&Sample> = scaling.timeline.iter().filter(|s| s.phase == Phase::Load).collect();
+    let services: Vec<String> = SERVICES
+        .iter()
+        .filter_map(|service| {
+            let desired: Vec<i32> = load.iter().filter_map(|s| s.desired(service)).collect();
+            let (first, last) = (desired.first()?, desired.last()?);
+            let max = desired.iter().max()?;
+            Some(format!("{service} {first} -> {last} (max {max})"))
+        })
+        .collect();
+    if !services.is_empty() {
+        writeln!(out, "  deployments       {}", services.join(", "))?;
     }
     Ok(())
 }
 
+/// The run's report as `-o json` and `--report` write it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunReport<'a> {
+    /// Name of the load Job.
+    pub job: &'a str,
+    pub namespace: &'a str,
+    pub release: &'a str,
+    /// When the Job was created (the API server's clock), Unix ms.
+    pub job_created_unix_ms: i64,
+    /// The load generator's figures, with its per-second series.
+    pub load: &'a LoadGenReport,
+    /// The autoscaler's figures and the timeline of samples (rate, p99, replicas per
+    /// service, HPA).
+    pub autoscaling: &'a ScalingSummary,
+    /// `--expect-scale` / `--expect-scale-down` verdicts.
+    pub verdicts: &'a [Verdict],
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,14 +250,7 @@ mod tests {
         let report = find_report(line).unwrap().unwrap();
         assert_eq!((report.started_at_unix_ms, report.steps.len(), report.series.len()), (1_700_000_000_123, 1, 1));
         assert_eq!(report.series[0].latency_ms["purchase"].p99, 4.5);
-        let scaling = ScalingSummary {
-            hpa: "h".into(),
-            replicas_at_start: 1,
-            max_replicas: 1,
-            first_scale_up: None,
-            samples: 0,
-            timeline: Vec::new(),
-        };
+        let scaling = ScalingSummary { hpa: "h".into(), replicas_at_start: 1, ..ScalingSummary::default() };
         let mut out = Vec::new();
         render(&mut out, "j", &report, &scaling).unwrap();
         let out = String::from_utf8(out).unwrap();

@@ -18,6 +18,8 @@ pub struct HpaView {
     pub cpu_current: Option<i32>,
     /// Target CPU utilisation in percent.
     pub cpu_target: Option<i32>,
+    /// When the HPA last changed the replica count (`status.lastScaleTime`), Unix ms.
+    pub last_scale_unix_ms: Option<i64>,
 }
 
 impl HpaView {
@@ -47,7 +49,13 @@ impl HpaView {
             max_replicas: spec.max_replicas,
             cpu_current,
             cpu_target,
+            last_scale_unix_ms: status.and_then(|s| s.last_scale_time.as_ref()).map(|t| t.0.as_millisecond()),
         }
+    }
+
+    /// The replicas the HPA has, or else wants, or else its minimum.
+    pub fn replicas(&self) -> i32 {
+        self.current_replicas.or(self.desired_replicas).unwrap_or(self.min_replicas)
     }
 
     /// CPU utilisation against the target, like kubectl: `142%/60%`, `<unknown>/60%`.
@@ -78,6 +86,11 @@ impl DeploymentView {
             image: spec.template.spec.as_ref().and_then(|p| p.containers.first()).and_then(|c| c.image.clone()),
         }
     }
+}
+
+/// A Unix time in ms as RFC 3339 (`2026-12-07T18:00:35Z`), or the number if out of range.
+pub fn rfc3339(unix_ms: i64) -> String {
+    k8s_openapi::jiff::Timestamp::from_millisecond(unix_ms).map_or_else(|_| format!("{unix_ms} ms"), |t| t.to_string())
 }
 
 /// Text for an optional count: the number or `?`.

@@ -1,7 +1,9 @@
 //! A scripted fake Kubernetes API server: answers the exact requests the plugin makes from
 //! a script, records every request, and answers anything unscripted with a 404 Status.
+//! Like the real one, it answers 404 to a GET of an object it has deleted. It also serves
+//! as a fake Jaeger query API (any path can be scripted).
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -103,6 +105,8 @@ pub fn not_found(path: &str) -> Value {
 struct State {
     script: Script,
     requests: Vec<Recorded>,
+    /// Paths of objects a DELETE was answered for: GETs of them are 404 from then on.
+    deleted: HashSet<String>,
 }
 
 /// A running fake API server on 127.0.0.1; stops when dropped.
@@ -117,7 +121,7 @@ impl FakeApi {
     pub async fn start(script: Script) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind 127.0.0.1:0");
         let addr = listener.local_addr().expect("local addr");
-        let state = Arc::new(Mutex::new(State { script, requests: Vec::new() }));
+        let state = Arc::new(Mutex::new(State { script, requests: Vec::new(), deleted: HashSet::new() }));
         let (seen_tx, seen) = watch::channel(0usize);
         let seen_tx = Arc::new(seen_tx);
         let server_state = state.clone();
@@ -137,6 +141,11 @@ impl FakeApi {
             }
         });
         Self { addr, state, seen, server }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// A kube client talking to this server.
@@ -180,7 +189,14 @@ async fn handle(req: Request<Incoming>, state: &Mutex<State>, seen: &watch::Send
     let body = String::from_utf8_lossy(&body).into_owned();
     let (code, content_type, text) = {
         let mut state = state.lock().unwrap();
-        let answer = state.script.answer(&method, &path, &body);
+        let answer = if method == "GET" && state.deleted.contains(&path) {
+            (404, "application/json", not_found(&path).to_string())
+        } else {
+            state.script.answer(&method, &path, &body)
+        };
+        if method == "DELETE" && (200..300).contains(&answer.0) {
+            state.deleted.insert(path.clone());
+        }
         state.requests.push(Recorded { method, path, query, body });
         answer
     };
