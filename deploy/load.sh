@@ -10,7 +10,9 @@
 # and either kubectl-cloudmart on PATH, a Rust toolchain (it is built from this checkout),
 # or Docker + kind (it runs from the tools image on the kind network).
 #
-# Environment: SALE_RPS (default 250), DURATION (default 120s), NAMESPACE (cloudmart),
+# Environment: SALE_RPS (default 250), DURATION (default 120s), STOCK (3000: the sale sells
+# out and the rest of the rush is refused SOLD_OUT, so no saga backlog outlives the load;
+# empty: the load generator's unlimited sale), NAMESPACE (cloudmart),
 # IMAGE_TAG (dev: the tools image the load Job runs), KIND_CLUSTER (cloudmart),
 # EXPECT_SCALE (timesale; empty: no verdict), OUT (target/load), DRY_RUN=1; extra
 # arguments are passed to `kubectl cloudmart load` unchanged.
@@ -24,6 +26,7 @@ IMAGE_TAG=${IMAGE_TAG:-dev}
 KIND_CLUSTER=${KIND_CLUSTER:-cloudmart}
 EXPECT_SCALE=${EXPECT_SCALE-timesale}
 OUT=${OUT:-target/load}
+STOCK=${STOCK-3000}
 
 run() {
   printf '+ %s\n' "$(printf '%q ' "$@")"
@@ -66,6 +69,7 @@ cat <<EOF
 EOF
 verdict=()
 [[ -z "$EXPECT_SCALE" ]] || verdict=(--expect-scale "$EXPECT_SCALE")
+[[ -z "$STOCK" ]] || verdict+=(--stock "$STOCK")
 [[ "$DRY_RUN" == 1 ]] || mkdir -p "$OUT"
 run "${plugin[@]}" load --namespace "$NAMESPACE" --sale-rps "$SALE_RPS" --duration "$DURATION" \
   --image "cloudmart/tools:$IMAGE_TAG" "${verdict[@]}" --report "$OUT/report.json" --chart "$OUT/load.png" "$@"
