@@ -9,7 +9,7 @@ PROFILE ?= release
 .PHONY: help dev test test-unit build lint lint-charts lint-proto images rehearse chaos bench-scale fmt cluster cluster-down deploy undeploy kind-down e2e-cluster load bench bench-report bench-hot-sale smoke jaeger kafka clean
 
 help: ## List the make targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # make dev builds exactly what make build (and so make test) builds — the same cargo
 # command, so the same feature set: after one of them the other compiles nothing.
