@@ -20,9 +20,7 @@ build: ## Build every binary (release)
 	$(CARGO) build $(CARGO_FLAGS) --profile $(PROFILE) --bins
 
 test: build ## Full test suite: unit, integration, end-to-end (TEST_DATABASE_URL / TEST_KAFKA_BROKERS pick real backends)
-	@echo "test backends: database=$${TEST_DATABASE_URL:+PostgreSQL ($${TEST_DATABASE_URL%%@*}@…)}$${TEST_DATABASE_URL:-SQLite (embedded)}" | sed 's/:[^:@]*@…/:***@…/'
-	@echo "test backends: kafka=$${TEST_KAFKA_BROKERS:-embedded mock broker (librdkafka)}"
-	$(CARGO) test $(CARGO_FLAGS) --profile $(PROFILE) --workspace --exclude cloudmart-e2e-cluster
+	@CARGO="$(CARGO)" python3 deploy/test-run.py $(CARGO_FLAGS) --profile $(PROFILE) --workspace --exclude cloudmart-e2e-cluster
 
 test-unit: ## Fast unit tests only (no processes)
 	$(CARGO) test $(CARGO_FLAGS) --workspace --lib

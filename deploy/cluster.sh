@@ -11,9 +11,11 @@
 #   containerd (Debian's, its own root/state/socket — Docker's is untouched), etcd (Debian's,
 #   127.0.0.1:12379, fresh data per cluster), kube-apiserver (10.244.0.1:6443),
 #   kube-controller-manager, kube-scheduler, kubelet (node cloudmart-local), kube-proxy
-#   (iptables mode); as pods: CoreDNS (10.96.0.10) and metrics-server. Kubernetes v1.34.4,
-#   CoreDNS and metrics-server are built once from the Go module proxy (deploy/cluster/build.sh)
-#   and cached under $CLOUDMART_CACHE/cluster; the pause image is built from pause.c.
+#   (iptables mode), kube-router (its NetworkPolicy firewall only: iptables + ipset; no
+#   routing, no service proxy); as pods: CoreDNS (10.96.0.10) and metrics-server.
+#   Kubernetes v1.34.4, CoreDNS, metrics-server and kube-router are built once from the Go
+#   module proxy (deploy/cluster/build.sh) and cached under $CLOUDMART_CACHE/cluster; the
+#   pause image is built from pause.c.
 #
 # Network (the facts are in ../shared/design/LOCAL-CLUSTER.md):
 #   bridge cni0 = 10.244.0.1/24 (node IP, apiserver address), pods in 10.244.0.0/24 with a
@@ -26,7 +28,7 @@
 # ~/.kube/config and made current, as kind does; `down` removes it again.
 #
 # Needs root, cgroups, Go (first build), openssl, python3 and Debian's containerd, runc,
-# etcd-server, containernetworking-plugins, iptables (apt-get install ...).
+# etcd-server, containernetworking-plugins, iptables, ipset (apt-get install ...).
 # Settings: CLOUDMART_CACHE (~/.cache/cloudmart), CLUSTER_HPA_SYNC (15s, the
 # controller-manager's --horizontal-pod-autoscaler-sync-period).
 set -euo pipefail
@@ -60,7 +62,7 @@ GUARD=CLOUDMART-GUARD
 SYSCTLS=(net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables
   kernel.panic kernel.panic_on_oops vm.overcommit_memory vm.panic_on_oom kernel.keys.root_maxkeys
   kernel.keys.root_maxbytes net.netfilter.nf_conntrack_max net.ipv4.conf.all.route_localnet)
-COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy)
+COMPONENTS=(containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kube-router)
 
 say() { printf '\033[1mcluster:\033[0m %s\n' "$*" >&2; }
 info() { printf '    %s\n' "$*" >&2; }
@@ -126,14 +128,14 @@ preflight() {
   [[ -d /sys/fs/cgroup/memory || -f /sys/fs/cgroup/cgroup.controllers ]] \
     || die "no cgroups mounted at /sys/fs/cgroup (the kubelet needs the memory and cpu controllers)"
   local missing=() c
-  for c in containerd ctr runc etcd iptables iptables-save openssl ip python3 gcc; do
+  for c in containerd ctr runc etcd iptables iptables-save ipset openssl ip python3 gcc; do
     command -v "$c" >/dev/null 2>&1 || missing+=("$c")
   done
   [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local && -x /usr/lib/cni/loopback ]] || missing+=("/usr/lib/cni/{bridge,host-local,loopback}")
   ((${#missing[@]} == 0)) || die "missing: ${missing[*]}
-    Debian/Ubuntu: apt-get install containerd runc etcd-server containernetworking-plugins iptables openssl iproute2 python3 gcc libc6-dev"
+    Debian/Ubuntu: apt-get install containerd runc etcd-server containernetworking-plugins iptables ipset openssl iproute2 python3 gcc libc6-dev"
   [[ -d /proc/sys/net/bridge ]] || die "br_netfilter is not loaded (/proc/sys/net/bridge missing): modprobe br_netfilter"
-  if [[ ! -x "$BIN/kubelet" || ! -x "$BIN/coredns" || ! -x "$BIN/metrics-server" || ! -x "$BIN/pause" ]]; then
+  if [[ ! -x "$BIN/kubelet" || ! -x "$BIN/coredns" || ! -x "$BIN/metrics-server" || ! -x "$BIN/kube-router" || ! -x "$BIN/pause" ]]; then
     command -v go >/dev/null || die "go not found: Go 1.24+ builds the Kubernetes binaries the first time (https://go.dev/dl)"
   fi
 }
@@ -151,6 +153,8 @@ host_view() { # dir: what `down` must restore
   awk '{print $5}' /proc/self/mountinfo | grep -E "^($STATE|$RUN)|^/run/netns/cni-|^/var/run/netns/cni-" | sort >"$d/mounts" || true
   find /run/netns -mindepth 1 -maxdepth 1 -printf '%f\n' 2>/dev/null | sort >"$d/netns" || true
   find /sys/fs/cgroup -maxdepth 2 -name kubepods -type d 2>/dev/null | sort >"$d/cgroups" || true
+  # kube-router's sets (kube-router-*, KUBE-SRC-*, KUBE-DST-*)
+  { ipset list -n 2>/dev/null || true; } | sort >"$d/ipsets"
 }
 take_snapshot() {
   if [[ -d "$BEFORE" ]]; then return; fi
@@ -163,7 +167,8 @@ check_clean() {
   local now bad=0 f c pid
   now=$(mktemp -d)
   host_view "$now"
-  for f in sysctl links iptables mounts netns cgroups; do
+  for f in sysctl links iptables mounts netns cgroups ipsets; do
+    [[ -f "$BEFORE/$f" ]] || : >"$BEFORE/$f"
     if ! diff -u "$BEFORE/$f" "$now/$f" >"$now/$f.diff"; then
       bad=1
       say "left behind ($f, - before / + now):"
@@ -186,7 +191,7 @@ check_clean() {
   done
   rm -rf "$now"
   if ((bad)); then die "check-clean: the host differs from before the cluster (see above)"; fi
-  say "check-clean: no process, mount, interface, iptables rule or cgroup of the cluster left; kernel settings as before"
+  say "check-clean: no process, mount, interface, iptables rule, ipset or cgroup of the cluster left; kernel settings as before"
 }
 
 # --- network --------------------------------------------------------------------------------
@@ -299,12 +304,14 @@ certificates() {
   cert kubelet-client "system:node:$NODE" system:nodes
   cert kubelet-serving "system:node:$NODE" system:nodes "IP:$NODE_IP,DNS:$NODE"
   cert kube-proxy system:kube-proxy ""
+  cert kube-router system:kube-router ""
   [[ -f "$pki/sa.key" ]] || { openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null; openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null; }
   kubeconfig admin admin
   kubeconfig controller-manager controller-manager
   kubeconfig scheduler scheduler
   kubeconfig kubelet kubelet-client
   kubeconfig kube-proxy kube-proxy
+  kubeconfig kube-router kube-router
 }
 
 # --- images ---------------------------------------------------------------------------------
@@ -483,6 +490,18 @@ conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeou
 EOF
   start_proc kube-proxy "$BIN/kube-proxy" --config="$STATE/kube-proxy/config.yaml"
 }
+# NetworkPolicies: kube-proxy and the bridge CNI do not enforce them; kube-router's firewall
+# does (iptables chains per pod and policy, ipsets of the selected pods). It runs after the
+# add-ons, which hold its RBAC (user system:kube-router).
+start_policy_firewall() {
+  running_pid kube-router >/dev/null && return
+  start_proc kube-router "$BIN/kube-router" --kubeconfig="$STATE/kubeconfig/kube-router.conf" \
+    --hostname-override="$NODE" --run-firewall=true --run-router=false --run-service-proxy=false \
+    --run-loadbalancer=false --enable-cni=false --enable-ipv6=false \
+    --service-cluster-ip-range="$SVC_CIDR" --health-port=0 --metrics-port=0 --v=1
+  wait_for "kube-router's NetworkPolicy chains" 60 iptables -S KUBE-ROUTER-FORWARD
+  info "NetworkPolicies enforced by kube-router (log $STATE/logs/kube-router.log)"
+}
 node_ready() { kc get node "$NODE" -o jsonpath='{.status.conditions[?(@.type=="Ready")].status}' | grep -qx True; }
 addons() {
   sed -e "s|@DNS_IMAGE@|$DNS_IMAGE|" -e "s|@METRICS_IMAGE@|$METRICS_IMAGE|" -e "s|@DNS_IP@|$DNS_IP|" "$HERE/addons.yaml" \
@@ -547,6 +566,7 @@ up() {
   wait_for "node $NODE Ready" 120 node_ready
   info "node $NODE Ready"
   addons
+  start_policy_firewall
   merge_context
   say "cluster up in $((SECONDS - t0)) s — kubectl --context $CONTEXT get nodes; logs: $STATE/logs; stop: make cluster-down"
 }
@@ -569,6 +589,7 @@ down() {
       sleep 1
     done
   fi
+  stop_proc kube-router
   stop_proc kube-proxy
   stop_proc kubelet
   stop_proc kube-scheduler
@@ -589,7 +610,8 @@ down() {
   if [[ -x "$BIN/kube-proxy" ]]; then "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true; fi
   # mounts under the state dirs, deepest first; network namespaces of the pods
   local m
-  awk '{print $5}' /proc/self/mountinfo | grep -E "^($STATE|$RUN)" | sort -r | while IFS= read -r m; do
+  # (grep finds nothing when the kubelet unmounted everything: not an error)
+  awk '{print $5}' /proc/self/mountinfo | { grep -E "^($STATE|$RUN)" || true; } | sort -r | while IFS= read -r m; do
     umount -l "$m" 2>/dev/null || true
   done
   for m in /run/netns/cni-*; do
@@ -611,9 +633,10 @@ down() {
   for t in filter nat mangle raw; do
     for c in $(iptables-save -t "$t" 2>/dev/null | sed -n 's/^:\(KUBE-[^ ]*\).*/\1/p'); do
       if [[ -f "$BEFORE/iptables" ]] && grep -q "^$t :$c" "$BEFORE/iptables"; then continue; fi
-      iptables-save -t "$t" | grep -E "^-A [^ ]+ .*-j $c( |$)" | sed 's/^-A/-D/' | while read -r rule; do
-        # shellcheck disable=SC2086
-        iptables -t "$t" $rule 2>/dev/null || true
+      # a rule's words as iptables-save quotes them ("--comment "a b""): xargs splits them
+      # the way the shell would, without running anything
+      iptables-save -t "$t" | { grep -E "^-A [^ ]+ .*-j $c( |$)" || true; } | sed 's/^-A/-D/' | while IFS= read -r rule; do
+        printf '%s\n' "$rule" | xargs iptables -t "$t" 2>/dev/null || true
       done
       iptables -t "$t" -F "$c" 2>/dev/null || true
     done
@@ -621,6 +644,13 @@ down() {
       if [[ -f "$BEFORE/iptables" ]] && grep -q "^$t :$c" "$BEFORE/iptables"; then continue; fi
       iptables -t "$t" -X "$c" 2>/dev/null || true
     done
+  done
+  # kube-router's ipsets, now that no rule refers to them (its --cleanup-config leaves the
+  # FORWARD jump and panics in v2.1.0, so the loop above and this do its cleanup)
+  local set
+  for set in $(ipset list -n 2>/dev/null | grep -E '^(KUBE-|kube-router-)' || true); do
+    if [[ -f "$BEFORE/ipsets" ]] && grep -qx "$set" "$BEFORE/ipsets"; then continue; fi
+    ipset destroy "$set" 2>/dev/null || info "could not destroy ipset $set"
   done
   ip link show cni0 >/dev/null 2>&1 && ip link delete cni0
   # kernel settings as they were

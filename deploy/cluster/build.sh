@@ -4,14 +4,15 @@
 #     (k8s.io/kubernetes, pinned in deploy/cluster/kube/go.mod: the module's own go.mod
 #     replaces k8s.io/* with ./staging/..., so `go install` refuses it; this module
 #     requires it and replaces each staging module with its published v0.x release)
-#   metrics-server (deploy/cluster/metrics-server/go.mod), coredns (deploy/cluster/coredns)
+#   metrics-server (deploy/cluster/metrics-server/go.mod), coredns (deploy/cluster/coredns),
+#   kube-router v2.1.0 (deploy/cluster/kube-router/go.mod; only its NetworkPolicy firewall runs)
 #   pause (build/pause/linux/pause.c of the same k8s.io/kubernetes module, gcc -static)
 #
 #   bash deploy/cluster/build.sh          # build what is missing; prints the bin dir
 #
 # Output: $CLOUDMART_CACHE/cluster/bin-<kube version>/ (a finished binary is never rebuilt).
 # Costs on 2 cores with a cold Go cache: ~15 min for the five kube binaries, ~4 min
-# metrics-server, a few minutes CoreDNS; with Go's build cache kept, seconds (link only).
+# metrics-server, a few minutes CoreDNS and kube-router; with Go's build cache kept, seconds (link only).
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,6 +52,7 @@ tool_build() { # dir package name
 }
 tool_build metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server metrics-server
 tool_build coredns github.com/coredns/coredns coredns
+tool_build kube-router github.com/cloudnativelabs/kube-router/v2/cmd/kube-router kube-router
 
 if [[ ! -x "$bin/pause" ]]; then
   command -v gcc >/dev/null || die "gcc not found: it builds the pause binary (static) of the sandbox image"

@@ -230,13 +230,34 @@ pub(crate) async fn timed<T>(
     (result, started.elapsed())
 }
 
+/// How long the first connection is retried: in a fresh pod the network may not let it
+/// through yet (NetworkPolicy enforcers program a new pod's address a moment after it
+/// starts; DNS and Service endpoints lag the same way).
+const FIRST_CONNECT_WITHIN: Duration = Duration::from_secs(30);
+
 /// `n` connections to `endpoint` (named by `flag`, serving `service`).
 async fn connect(endpoint: &str, n: usize, flag: &str, service: &str) -> anyhow::Result<Vec<Channel>> {
     let target = Endpoint::from_shared(endpoint.to_owned())
         .with_context(|| format!("{flag} {endpoint:?} is not a URI (example: http://127.0.0.1:50051)"))?
         .connect_timeout(Duration::from_secs(5));
     let mut channels = Vec::with_capacity(n.max(1));
-    for _ in 0..n.max(1) {
+    let deadline = Instant::now() + FIRST_CONNECT_WITHIN;
+    let first = loop {
+        match target.connect().await {
+            Ok(channel) => break channel,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for {service} at {endpoint}: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("cannot reach {service} at {endpoint} ({flag}) within {}s", FIRST_CONNECT_WITHIN.as_secs())
+                });
+            }
+        }
+    };
+    channels.push(first);
+    for _ in 1..n.max(1) {
         channels
             .push(target.connect().await.with_context(|| format!("cannot reach {service} at {endpoint} ({flag})"))?);
     }

@@ -151,6 +151,113 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// `kubectl --context C ARGS` (no namespace added), output captured.
+    pub async fn kubectl_global(&self, args: &[&str]) -> anyhow::Result<Output> {
+        run(&self.kubectl, &[&["--context", &self.context], args].concat()).await
+    }
+
+    /// A pod `name` in `namespace` with `labels` that only waits (image: the release's
+    /// PostgreSQL image, which has bash), Ready; deleted when the [`ProbePod`] is dropped.
+    pub async fn probe_pod(&self, namespace: &str, name: &str, labels: &str) -> anyhow::Result<ProbePod> {
+        let image = self
+            .kubectl_ok(&[
+                "get",
+                "statefulset",
+                &self.resource("postgresql"),
+                "-o",
+                "jsonpath={.spec.template.spec.containers[0].image}",
+            ])
+            .await
+            .context("the probe pods use the release's PostgreSQL image (postgresql.enabled=true)")?;
+        let ns = ["-n", namespace];
+        let mut args = vec!["run", name, "--restart=Never", "--image-pull-policy=IfNotPresent"];
+        let image_arg = format!("--image={image}");
+        let labels_arg = format!("--labels={labels}");
+        args.push(&image_arg);
+        if !labels.is_empty() {
+            args.push(&labels_arg);
+        }
+        args.extend(["--command", "--", "sleep", "900"]);
+        // a pod left by an interrupted run would make `kubectl run` fail
+        let stale = ["delete", "pod", name, "--ignore-not-found", "--grace-period=0", "--wait=true"];
+        ok(self.kubectl_global(&[&ns[..], &stale].concat()).await?, &format!("deleting a stale {name}"))?;
+        ok(self.kubectl_global(&[&ns[..], &args].concat()).await?, &format!("kubectl run {name}"))?;
+        let pod = ProbePod {
+            kubectl: self.kubectl.clone(),
+            context: self.context.clone(),
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        let target = format!("pod/{name}");
+        ok(
+            self.kubectl_global(&[&ns[..], &["wait", "--for=condition=Ready", &target, "--timeout=120s"]].concat())
+                .await?,
+            &format!("waiting for probe pod {namespace}/{name}"),
+        )?;
+        Ok(pod)
+    }
+}
+
+/// A pod that tries TCP connections from inside the cluster (see [`Cluster::probe_pod`]).
+#[derive(Debug)]
+pub struct ProbePod {
+    kubectl: String,
+    context: String,
+    namespace: String,
+    /// Pod name.
+    pub name: String,
+}
+
+impl ProbePod {
+    /// For each `host:port`, whether a TCP connection opens within 3 s.
+    pub async fn reachable(&self, targets: &[&str]) -> anyhow::Result<Vec<(String, bool)>> {
+        let script = r#"for t in "$@"; do if timeout 3 bash -c "</dev/tcp/${t%:*}/${t##*:}" 2>/dev/null; then echo "$t open"; else echo "$t closed"; fi; done"#;
+        let args = [
+            &[
+                "--context",
+                &self.context,
+                "-n",
+                &self.namespace,
+                "exec",
+                &self.name,
+                "--",
+                "bash",
+                "-c",
+                script,
+                "probe",
+            ],
+            targets,
+        ]
+        .concat();
+        let out = ok(run(&self.kubectl, &args).await?, &format!("kubectl exec {}", self.name))?;
+        let mut seen = Vec::new();
+        for line in out.lines() {
+            match line.rsplit_once(' ') {
+                Some((t, "open")) => seen.push((t.to_string(), true)),
+                Some((t, "closed")) => seen.push((t.to_string(), false)),
+                _ => bail!("unexpected probe output line {line:?}"),
+            }
+        }
+        if seen.len() != targets.len() {
+            bail!("the probe answered for {} of {} targets: {out}", seen.len(), targets.len());
+        }
+        Ok(seen)
+    }
+}
+
+impl Drop for ProbePod {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.kubectl)
+            .args(["--context", &self.context, "-n", &self.namespace, "delete", "pod", &self.name])
+            .args(["--grace-period=0", "--wait=false", "--ignore-not-found"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 /// A running `kubectl port-forward`; stopped when dropped.
 #[derive(Debug)]
 pub struct PortForward {

@@ -77,6 +77,86 @@ async fn a4_a_purchase_traces_through_all_three_services() {
     }
 }
 
+/// The chart's NetworkPolicies are enforced (on `make cluster` by kube-router's firewall;
+/// on kind by kindnet): inside the namespace only pods labelled `cloudmart.io/client` reach
+/// the services and PostgreSQL, and not Kafka (that takes `cloudmart.io/kafka-client`); from
+/// another namespace nothing reaches them, whatever its labels; DNS stays open. The saga
+/// tests (a2, a3, a4, b1) run under the same policies.
+#[tokio::test]
+async fn a5_network_policies_admit_only_labelled_clients_of_the_namespace() {
+    let c = cluster().await;
+    let outside = format!("{}-netpol-probe", c.namespace);
+    let created = c.kubectl_global(&["create", "namespace", &outside]).await.unwrap();
+    assert!(
+        created.status.success() || text(&created).contains("AlreadyExists"),
+        "kubectl create namespace {outside}: {}",
+        text(&created)
+    );
+    let inside = |part: &str, port: u16| format!("{}:{port}", c.resource(part));
+    let fqdn = |part: &str, port: u16| format!("{}.{}:{port}", c.resource(part), c.namespace);
+    let client = "cloudmart.io/client=true";
+    let cases = [
+        (
+            c.probe_pod(&c.namespace, "netpol-probe-unlabelled", "").await.unwrap(),
+            vec![
+                (inside("postgresql", 5432), false),
+                (inside("timesale", 50053), false),
+                (inside("order", 50051), false),
+                (inside("kafka", 9092), false),
+            ],
+        ),
+        (
+            c.probe_pod(&c.namespace, "netpol-probe-client", client).await.unwrap(),
+            vec![
+                (inside("postgresql", 5432), true),
+                (inside("timesale", 50053), true),
+                (inside("order", 50051), true),
+                (inside("kafka", 9092), false),
+            ],
+        ),
+        (
+            c.probe_pod(&outside, "netpol-probe-outside", client).await.unwrap(),
+            vec![
+                (fqdn("postgresql", 5432), false),
+                (fqdn("timesale", 50053), false),
+                ("kube-dns.kube-system:53".to_string(), true),
+            ],
+        ),
+    ];
+    // the enforcer programs a new pod's rules shortly after the pod starts: poll until the
+    // verdicts match (or 60 s pass), then check once more that they hold
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut matched_once = false;
+    let mismatches = loop {
+        let mut mismatches = Vec::new();
+        for (probe, expected) in &cases {
+            let targets: Vec<&str> = expected.iter().map(|(t, _)| t.as_str()).collect();
+            let seen = probe.reachable(&targets).await.unwrap();
+            for ((target, want), (_, got)) in expected.iter().zip(seen) {
+                if *want != got {
+                    let say = |open: bool| if open { "open" } else { "closed" };
+                    mismatches.push(format!("{} -> {target}: {} (expected {})", probe.name, say(got), say(*want)));
+                }
+            }
+        }
+        if mismatches.is_empty() && matched_once {
+            break mismatches;
+        }
+        matched_once = mismatches.is_empty();
+        if Instant::now() > deadline {
+            break mismatches;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    drop(cases);
+    let _ = c.kubectl_global(&["delete", "namespace", &outside, "--wait=false"]).await;
+    assert!(mismatches.is_empty(), "NetworkPolicies not enforced as the chart says:\n{}", mismatches.join("\n"));
+    // and the saga still runs through them
+    let order = c.port_forward("order", 50051).await.unwrap();
+    let outcome = smoke_order(&order.endpoint, "04524", "KR", SAGA_TIMEOUT).await.unwrap();
+    assert_eq!(outcome.status, "CONFIRMED", "order {} ended {}", outcome.order_id, outcome.status);
+}
+
 fn replicas(deploy: &serde_json::Value) -> (i64, i64) {
     let spec = deploy["spec"]["replicas"].as_i64().unwrap_or(0);
     let ready = deploy["status"]["readyReplicas"].as_i64().unwrap_or(0);

@@ -107,7 +107,11 @@ async fn run(args: Args) -> anyhow::Result<usize> {
         let u = u.clone();
         async move {
             match u {
-                Some(u) => cloudmart_platform::db::connect(&u).await.map(Some),
+                // retried for a while: in a fresh pod (`kubectl cloudmart audit`) the
+                // NetworkPolicy enforcer may not admit the first packets yet
+                Some(u) => {
+                    cloudmart_platform::db::connect_with_retry(&u, std::time::Duration::from_secs(30)).await.map(Some)
+                }
                 None => Ok(None),
             }
         }
