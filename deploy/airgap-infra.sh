@@ -213,7 +213,7 @@ build_postgres() {
 
 # --- Jaeger -------------------------------------------------------------------------------------
 # The Jaeger module's tags are v1.x.y; each release pairs them with a v2 version, which is
-# what the jaegertracing/jaeger (v2) image is tagged with: "v1.76.0 / v2.13.0 (date)".
+# what the jaegertracing/jaeger (v2) image is tagged with: "v1.74.0 / v2.11.0 (date)".
 jaeger_module=$(sed -n 's:^[[:space:]]*github.com/jaegertracing/jaeger \(v[0-9.]*\).*:\1:p' "$ROOT/deploy/jaeger/go.mod" | head -1)
 [ -n "$jaeger_module" ] || die "github.com/jaegertracing/jaeger not found in deploy/jaeger/go.mod"
 jaeger_src="" JAEGER_VERSION="" JAEGER_TAG=""
@@ -223,7 +223,18 @@ jaeger_version() {
     | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
   [ -f "$jaeger_src/CHANGELOG.md" ] || die "the Jaeger $jaeger_module module source is not in the Go module cache"
   JAEGER_VERSION=$(sed -n "s:^${jaeger_module//./\\.} / v\(2\.[0-9.]*\) .*:\1:p" "$jaeger_src/CHANGELOG.md" | head -1)
-  [ -n "$JAEGER_VERSION" ] || die "no v2 release paired with $jaeger_module in the Jaeger CHANGELOG.md"
+  if [ -z "$JAEGER_VERSION" ]; then
+    # a release's CHANGELOG lists the releases before it, not itself (v1.75.0's newest entry
+    # is "v1.74.0 / v2.11.0"): the v1 and v2 minors move together, so take the newest pair's
+    # offset (63 since v1.67.0 / v2.4.0)
+    local pair v1 v2 want
+    pair=$(sed -n 's:^v1\.\([0-9]*\)\.0 / v2\.\([0-9]*\)\.0 .*:\1 \2:p' "$jaeger_src/CHANGELOG.md" | head -1)
+    v1=${pair% *} v2=${pair#* } want=${jaeger_module#v1.}
+    want=${want%%.*}
+    { [ -n "$pair" ] && [ "${jaeger_module##*.}" = 0 ]; } || die "no v2 release paired with $jaeger_module in the Jaeger CHANGELOG.md"
+    JAEGER_VERSION=2.$((want - v1 + v2)).0
+    say "Jaeger $jaeger_module: v2 release $JAEGER_VERSION (from the CHANGELOG's newest pair v1.$v1.0 / v2.$v2.0)"
+  fi
   JAEGER_TAG=cloudmart/airgap-jaeger:$JAEGER_VERSION
 }
 

@@ -8,7 +8,12 @@
 #      helm template to $CHART_RENDER_DIR/<profile>.yaml, kubernetes-validate --strict
 #      against the newest two Kubernetes versions it knows (or $K8S_VERSIONS);
 #   3. negative check: rendering charts/cloudmart/ci/broken-values.yaml.bad must fail;
-#   4. the Rust manifest test: cargo test -p cloudmart-chart-check over the renders.
+#   4. profile "monitoring" (ServiceMonitor, PrometheusRule, dashboard): its core objects
+#      validated as above, the alerts through promtool check rules + promtool test rules
+#      (deploy/prometheus/rules.test.yaml), every dashboard query parsed by promtool, every
+#      alert with a section in docs/runbook.md; promtool is built once from the Go module
+#      proxy (deploy/prometheus/build.sh);
+#   5. the Rust manifest test: cargo test -p cloudmart-chart-check over the renders.
 #
 # Environment: CLOUDMART_CACHE (default ~/.cache/cloudmart), CHART_RENDER_DIR (default
 # target/chart-render), K8S_VERSIONS (e.g. "1.34.0 1.35.0"), HELM / KUBECTL (binaries to
@@ -112,6 +117,29 @@ if "$HELM" lint --strict "$CHART" -f "$BAD" >/dev/null 2>&1; then
 fi
 ok "rejected as expected: $(grep -m1 -E "at '|error" "$OUT/broken.err" | sed 's/^ *//')"
 rm -f "$OUT/broken.err"
+
+# --- monitoring: ServiceMonitor, PrometheusRule, dashboard, checked with promtool ----------
+MON_VALUES="$CHART/ci/monitoring-values.yaml"
+log "profile monitoring (${MON_VALUES#"$ROOT"/}): promtool check/test rules, the dashboard's PromQL"
+PROMTOOL=${PROMTOOL:-$(bash "$ROOT/deploy/prometheus/build.sh" promtool)} || die "building promtool failed"
+MON="$OUT/monitoring"
+mkdir -p "$MON"
+"$HELM" lint --strict --quiet "$CHART" -f "$MON_VALUES" >/dev/null || die "helm lint (monitoring)"
+"$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" -f "$MON_VALUES" >"$MON/render.yaml" \
+  || die "helm template (monitoring)"
+"$KV_PY" "$ROOT/deploy/prometheus/split-render.py" "$MON/render.yaml" "$MON" "$ROOT/docs/runbook.md" >&2 \
+  || die "the monitoring render (deploy/prometheus/split-render.py)"
+for v in $K8S_VERSIONS; do
+  "$KV" --strict --quiet --kubernetes-version "$v" "$MON/core.yaml" || die "kubernetes-validate --strict -k $v (monitoring)"
+done
+ok "kubernetes-validate --strict of its core objects, Kubernetes $K8S_VERSIONS"
+"$PROMTOOL" check rules "$MON/rules.yaml" >/dev/null || { "$PROMTOOL" check rules "$MON/rules.yaml" || true; die "promtool check rules (the chart's alerts)"; }
+ok "promtool check rules: the PrometheusRule's alerts"
+cp "$ROOT/deploy/prometheus/rules.test.yaml" "$MON/"
+"$PROMTOOL" test rules "$MON/rules.test.yaml" >&2 || die "promtool test rules (deploy/prometheus/rules.test.yaml)"
+ok "promtool test rules: every alert fires and resolves as deploy/prometheus/rules.test.yaml expects"
+"$PROMTOOL" check rules "$MON/dashboard-rules.yaml" >/dev/null || { "$PROMTOOL" check rules "$MON/dashboard-rules.yaml" || true; die "promtool: a dashboard query does not parse"; }
+ok "promtool check rules: every dashboard query parses"
 
 # --- Rust manifest checks ---------------------------------------------------------------
 log "cargo test -p cloudmart-chart-check (CHART_RENDER_DIR=${OUT#"$ROOT"/})"

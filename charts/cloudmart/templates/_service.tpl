@@ -61,6 +61,11 @@ spec:
         {{- include "cloudmart.labels" $labelArgs | nindent 8 }}
       annotations:
         checksum/config: {{ $config | sha256sum }}
+        {{- if $root.Values.metrics.scrapeAnnotations }}
+        prometheus.io/scrape: "true"
+        prometheus.io/port: {{ $v.metricsPort | quote }}
+        prometheus.io/path: /metrics
+        {{- end }}
         {{- with $v.podAnnotations }}
         {{- toYaml . | nindent 8 }}
         {{- end }}

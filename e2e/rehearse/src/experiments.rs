@@ -72,7 +72,7 @@ pub fn purchase_calls(samples: &[Sample]) -> (f64, f64) {
         s.name == "cloudmart_rpc_server_requests_total"
             && s.labels.get("rpc_method").map(String::as_str) == Some("Purchase")
     });
-    // The code label is the numeric gRPC status ("0" = OK).
+    // The code label is the gRPC status name ("OK"; "0" from services before the names).
     let is_ok = |s: &Sample| matches!(s.labels.get("code").map(String::as_str), Some("0" | "OK"));
     calls.fold((0.0, 0.0), |(all, ok), s| (all + s.value, ok + if is_ok(s) { s.value } else { 0.0 }))
 }
@@ -549,8 +549,8 @@ mod tests {
 
     const METRICS: &str = r#"# HELP cloudmart_rpc_server_requests_total gRPC calls served
 # TYPE cloudmart_rpc_server_requests_total counter
-cloudmart_rpc_server_requests_total{code="0",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 90
-cloudmart_rpc_server_requests_total{code="8",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 10
+cloudmart_rpc_server_requests_total{code="OK",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 90
+cloudmart_rpc_server_requests_total{code="RESOURCE_EXHAUSTED",rpc_method="Purchase",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 10
 cloudmart_rpc_server_requests_total{code="0",rpc_method="GetSale",rpc_service="cloudmart.timesale.v1.TimeSaleService"} 5
 cloudmart_rpc_server_duration_seconds_bucket{rpc_method="Purchase",rpc_service="s",le="0.001"} 10
 cloudmart_rpc_server_duration_seconds_bucket{rpc_method="Purchase",rpc_service="s",le="0.005"} 80

@@ -472,10 +472,16 @@ async fn one_order_is_one_trace_through_grpc_and_kafka() {
         sample_sum(&text, "cloudmart_rpc_server_duration_seconds_count", &["rpc_method=\"PlaceOrder\""]) >= 2.0,
         "{text}"
     );
-    assert!(sample_sum(&text, "cloudmart_rpc_server_requests_total", &["code=\"0\""]) > 0.0, "{text}");
+    assert!(sample_sum(&text, "cloudmart_rpc_server_requests_total", &["code=\"OK\""]) > 0.0, "{text}");
     assert!(sample_sum(&text, "cloudmart_outbox_published_total", &["topic=\"order-events\""]) > 0.0, "{text}");
     assert!(sample_sum(&text, "cloudmart_outbox_publish_latency_seconds_count", &[]) > 0.0, "{text}");
     assert!(text.contains("cloudmart_outbox_backlog"), "{text}");
+    assert!(text.contains("cloudmart_outbox_oldest_unpublished_age_seconds"), "{text}");
+    assert!(text.contains(r#"cloudmart_build_info{service="order",version=""#), "{text}");
+    if cfg!(target_os = "linux") {
+        assert!(sample_sum(&text, "process_resident_memory_bytes", &[]) > 1e6, "{text}");
+        assert!(sample_sum(&text, "process_open_fds", &[]) > 0.0, "{text}");
+    }
     assert!(sample_sum(&text, "cloudmart_consumer_events_total", &["result=\"applied\""]) > 0.0, "{text}");
     assert!(sample_sum(&text, "cloudmart_consumer_processing_seconds_count", &[]) > 0.0, "{text}");
     let text = scrape(&delivery).await;

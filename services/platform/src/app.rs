@@ -106,6 +106,7 @@ impl Parts {
         // The database and the broker are independent: connect and migrate one while the
         // other's topics are made sure of, so start-up waits for the slower, not the sum
         // (a restart spends ~0.1 s on each; `make bench`, P5).
+        crate::metrics::build_info(name);
         let database = async {
             let db = db::connect_with_retry(&s.database_url, db::CONNECT_BUDGET).await?;
             db::migrate::<M>(&db).await?;

@@ -25,7 +25,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, body::Bytes, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     TextEncoder,
     core::{MetricVec, MetricVecBuilder},
 };
@@ -47,6 +47,8 @@ struct Platform {
     rpc_requests: IntCounterVec,
     rpc_duration: HistogramVec,
     outbox_backlog: IntGaugeVec,
+    outbox_oldest_age: GaugeVec,
+    build_info: IntGaugeVec,
     outbox_published: IntCounterVec,
     outbox_publish_failures: IntCounterVec,
     outbox_publish_latency: HistogramVec,
@@ -94,6 +96,22 @@ static M: LazyLock<Platform> = LazyLock::new(|| {
             &["rpc_service", "rpc_method"],
         ),
         outbox_backlog: gauge("outbox_backlog", "Outbox rows not yet published (measured by the relay).", &[]),
+        outbox_oldest_age: register(
+            &r,
+            GaugeVec::new(
+                Opts::new(
+                    name("outbox_oldest_unpublished_age_seconds"),
+                    "Age of the oldest outbox row not yet published; 0 when none is waiting (measured by the relay).",
+                ),
+                &[],
+            )
+            .expect("valid metric"),
+        ),
+        build_info: gauge(
+            "build_info",
+            "Always 1: the service (several in one `cloudmart-dev` process) and its version.",
+            &["service", "version"],
+        ),
         outbox_published: counter(
             "outbox_published_total",
             "Events published by the outbox relay, by topic and CloudEvents type.",
@@ -133,8 +151,43 @@ static M: LazyLock<Platform> = LazyLock::new(|| {
 
 /// One served gRPC call (called by the server trace layer).
 pub fn rpc_served(service: &str, method: &str, code: i32, elapsed: Duration) {
-    M.rpc_requests.with_label_values(&[service, method, &code.to_string()]).inc();
+    M.rpc_requests.with_label_values(&[service, method, grpc_code_name(code)]).inc();
     M.rpc_duration.with_label_values(&[service, method]).observe(elapsed.as_secs_f64());
+}
+
+/// A gRPC status code as the gRPC specification names it (`OK`, `INVALID_ARGUMENT`, …),
+/// the `code` label's value; a number outside the specification is `UNKNOWN`, as gRPC
+/// treats it, so the label's values stay the 17 names.
+pub fn grpc_code_name(code: i32) -> &'static str {
+    match code {
+        0 => "OK",
+        1 => "CANCELLED",
+        3 => "INVALID_ARGUMENT",
+        4 => "DEADLINE_EXCEEDED",
+        5 => "NOT_FOUND",
+        6 => "ALREADY_EXISTS",
+        7 => "PERMISSION_DENIED",
+        8 => "RESOURCE_EXHAUSTED",
+        9 => "FAILED_PRECONDITION",
+        10 => "ABORTED",
+        11 => "OUT_OF_RANGE",
+        12 => "UNIMPLEMENTED",
+        13 => "INTERNAL",
+        14 => "UNAVAILABLE",
+        15 => "DATA_LOSS",
+        16 => "UNAUTHENTICATED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// `cloudmart_build_info{service, version} 1` for a service started in this process.
+pub fn build_info(service: &str) {
+    M.build_info.with_label_values(&[service, env!("CARGO_PKG_VERSION")]).set(1);
+}
+
+/// Age of the oldest unpublished outbox row (`None`: nothing waits).
+pub fn outbox_oldest_age(age: Option<Duration>) {
+    M.outbox_oldest_age.with_label_values::<&str>(&[]).set(age.map_or(0.0, |a| a.as_secs_f64()));
 }
 
 /// Current number of unpublished outbox rows.
@@ -243,13 +296,91 @@ pub fn gauge_remove(name: &str, labels: &[(&str, &str)]) {
     }
 }
 
-/// The registry in Prometheus text format.
+/// The registry in Prometheus text format, followed by the process metrics.
 pub fn render() -> String {
     let mut buf = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&M.registry.gather(), &mut buf) {
         tracing::warn!(error = %e, "metrics encoding failed");
     }
-    String::from_utf8(buf).unwrap_or_default()
+    let mut text = String::from_utf8(buf).unwrap_or_default();
+    text.push_str(&process::render());
+    text
+}
+
+/// The standard `process_*` metrics (Prometheus client conventions, unprefixed) read from
+/// `/proc/self` at scrape time: CPU seconds, resident memory, open and maximum file
+/// descriptors, start time. Empty where there is no procfs (macOS `make dev`).
+mod process {
+    use std::fmt::Write as _;
+
+    /// Clock ticks per second of `/proc/*/stat` times: USER_HZ, 100 on Linux for every
+    /// architecture the kernel exports to user space.
+    const USER_HZ: f64 = 100.0;
+
+    pub(super) fn render() -> String {
+        let mut out = String::new();
+        let stat = std::fs::read_to_string("/proc/self/stat").ok();
+        // fields after the parenthesised command name, which may itself hold spaces
+        let fields: Vec<&str> = stat
+            .as_deref()
+            .and_then(|s| s.rsplit_once(')'))
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        // rest[0] is field 3 (state): utime is field 14, stime 15, starttime 22
+        let field = |n: usize| fields.get(n - 3).and_then(|v| v.parse::<f64>().ok());
+        if let (Some(utime), Some(stime)) = (field(14), field(15)) {
+            metric(
+                &mut out,
+                "process_cpu_seconds_total",
+                "counter",
+                "Total user and system CPU time spent in seconds.",
+                (utime + stime) / USER_HZ,
+            );
+        }
+        if let Some(rss) = status_kib("VmRSS:") {
+            metric(&mut out, "process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", rss * 1024.0);
+        }
+        if let Some(vsz) = status_kib("VmSize:") {
+            metric(&mut out, "process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes.", vsz * 1024.0);
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            metric(&mut out, "process_open_fds", "gauge", "Number of open file descriptors.", dir.count() as f64);
+        }
+        if let Some(max) = max_fds() {
+            metric(&mut out, "process_max_fds", "gauge", "Maximum number of open file descriptors.", max);
+        }
+        if let (Some(start), Some(btime)) = (field(22), boot_time()) {
+            metric(
+                &mut out,
+                "process_start_time_seconds",
+                "gauge",
+                "Start time of the process since unix epoch in seconds.",
+                btime + start / USER_HZ,
+            );
+        }
+        out
+    }
+
+    fn metric(out: &mut String, name: &str, kind: &str, help: &str, value: f64) {
+        let _ = write!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n");
+    }
+
+    fn status_kib(key: &str) -> Option<f64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse().ok()
+    }
+
+    fn max_fds() -> Option<f64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+        let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+        line["Max open files".len()..].split_whitespace().next()?.parse().ok()
+    }
+
+    fn boot_time() -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/stat").ok()?;
+        stat.lines().find_map(|l| l.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+    }
 }
 
 /// The `/metrics` HTTP endpoint (HTTP/1.1).
@@ -316,11 +447,65 @@ mod tests {
         counter("test_things_total", "Things.", &[("status", "OK")]);
         counter("test_things_total", "Things.", &[("status", "OK")]);
         gauge("test_stock", "Stock.", &[("sale", "s1")], 7);
+        build_info("test");
+        outbox_oldest_age(Some(Duration::from_millis(2500)));
         let text = render();
         assert!(text.contains("cloudmart_rpc_server_duration_seconds_bucket"), "{text}");
+        assert!(text.contains(r#"code="OK""#), "the code label is the status name: {text}");
+        assert!(text.contains(r#"cloudmart_build_info{service="test",version=""#), "{text}");
+        assert!(text.contains("cloudmart_outbox_oldest_unpublished_age_seconds 2.5"), "{text}");
+        if cfg!(target_os = "linux") {
+            for name in [
+                "process_cpu_seconds_total",
+                "process_resident_memory_bytes",
+                "process_open_fds",
+                "process_start_time_seconds",
+            ] {
+                let value: f64 = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                    .unwrap_or_else(|| panic!("{name} missing: {text}"))
+                    .parse()
+                    .unwrap();
+                // a fresh test process may not have used 10 ms of CPU yet
+                let least = if name == "process_cpu_seconds_total" { 0.0 } else { 1.0 };
+                assert!(value >= least, "{name} = {value}");
+            }
+        }
         assert!(text.contains(r#"cloudmart_test_things_total{status="OK"} 2"#), "{text}");
         assert!(text.contains(r#"cloudmart_test_stock{sale="s1"} 7"#), "{text}");
         counter("test_things_total", "Things.", &[("other", "x")]); // label mismatch: ignored
+    }
+
+    #[test]
+    fn code_names_follow_the_grpc_specification() {
+        assert_eq!(grpc_code_name(0), "OK");
+        assert_eq!(grpc_code_name(3), "INVALID_ARGUMENT");
+        assert_eq!(grpc_code_name(8), "RESOURCE_EXHAUSTED");
+        assert_eq!(grpc_code_name(14), "UNAVAILABLE");
+        assert_eq!(grpc_code_name(16), "UNAUTHENTICATED");
+        // outside the specification: UNKNOWN, so the label's values stay bounded
+        assert_eq!(grpc_code_name(17), "UNKNOWN");
+        assert_eq!(grpc_code_name(-1), "UNKNOWN");
+        for code in 0..=16 {
+            assert_eq!(grpc_code_name(code), format!("{:?}", tonic::Code::from(code)).to_uppercase_snake());
+        }
+    }
+
+    trait UpperSnake {
+        fn to_uppercase_snake(&self) -> String;
+    }
+    impl UpperSnake for String {
+        fn to_uppercase_snake(&self) -> String {
+            let mut out = String::new();
+            for (i, c) in self.chars().enumerate() {
+                if c.is_uppercase() && i > 0 {
+                    out.push('_');
+                }
+                out.push(c.to_ascii_uppercase());
+            }
+            out.replace("O_K", "OK")
+        }
     }
 
     #[tokio::test]

@@ -437,6 +437,12 @@ impl OutboxRelay {
                     Ok(n) => crate::metrics::outbox_backlog(n),
                     Err(e) => tracing::debug!(error = format!("{e:#}"), "outbox backlog not measured"),
                 }
+                match oldest_unpublished(&self.db).await {
+                    Ok(oldest) => crate::metrics::outbox_oldest_age(
+                        oldest.map(|t| (chrono::Utc::now() - t).to_std().unwrap_or_default()),
+                    ),
+                    Err(e) => tracing::debug!(error = format!("{e:#}"), "outbox age not measured"),
+                }
             }
             match pass {
                 Ok(_) => backoff.reset(),
@@ -510,6 +516,20 @@ pub async fn purge_published<C: ConnectionTrait>(db: &C, cutoff: chrono::DateTim
 pub async fn backlog<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
     entity::Entity::find().filter(entity::Column::PublishedAt.is_null()).count(db).await
+}
+
+/// When the oldest row not yet published was written (`None`: nothing waits).
+pub async fn oldest_unpublished<C: ConnectionTrait>(db: &C) -> Result<Option<chrono::DateTime<chrono::Utc>>, DbErr> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    entity::Entity::find()
+        .select_only()
+        .column(entity::Column::CreatedAt)
+        .filter(entity::Column::PublishedAt.is_null())
+        .order_by_asc(entity::Column::Id)
+        .limit(1)
+        .into_tuple::<chrono::DateTime<chrono::Utc>>()
+        .one(db)
+        .await
 }
 
 #[cfg(test)]

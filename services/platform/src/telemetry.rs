@@ -85,7 +85,10 @@ struct TraceExport {
 }
 
 impl TraceExport {
-    fn build(resource: Resource) -> anyhow::Result<Self> {
+    /// `endpoint`: `--otel-endpoint` / `OTEL_EXPORTER_OTLP_ENDPOINT`. The signal-specific
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, when set, wins as the OpenTelemetry
+    /// specification says (the exporter reads it itself).
+    fn build(resource: Resource, endpoint: &str) -> anyhow::Result<Self> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .thread_name("otel-export")
@@ -94,10 +97,18 @@ impl TraceExport {
         // The tonic channel spawns its connection tasks on the runtime it is built in.
         let exporter = {
             let _enter = rt.enter();
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_tonic()
+            use opentelemetry_otlp::WithExportConfig as _;
+            let builder = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            // without this the exporter only ever read the environment: `--otel-endpoint`
+            // alone sent the spans to the default localhost:4317
+            let builder = if std::env::var_os("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some() {
+                builder
+            } else {
+                builder.with_endpoint(endpoint)
+            };
+            builder
                 .build()
-                .context("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter")?
+                .with_context(|| format!("OTEL_EXPORTER_OTLP_ENDPOINT {endpoint:?}: cannot build the OTLP exporter"))?
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -157,7 +168,7 @@ pub fn init(args: &TelemetryArgs, default_service_name: &str) -> anyhow::Result<
         args.log_format.unwrap_or(if std::io::stdout().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
     let export = match args.otlp_endpoint.as_deref().map(str::trim) {
         Some(e) if !e.is_empty() => {
-            Some(TraceExport::build(Resource::builder().with_service_name(service_name.clone()).build())?)
+            Some(TraceExport::build(Resource::builder().with_service_name(service_name.clone()).build(), e)?)
         }
         _ => None,
     };

@@ -233,6 +233,9 @@ async fn outbox_publishes_cloudevents_and_the_consumer_applies_each_event_once()
     let event_id = outbox::enqueue(&txn, "order", &placed).await.unwrap();
     txn.commit().await.unwrap();
     assert_eq!(outbox::backlog(&db).await.unwrap(), 1);
+    let before_relay = chrono::Utc::now();
+    let oldest = outbox::oldest_unpublished(&db).await.unwrap().expect("one row waits");
+    assert!(oldest <= before_relay && before_relay - oldest < chrono::Duration::seconds(60), "oldest {oldest}");
 
     let relay = OutboxRelay::new(
         db.clone(),
@@ -242,6 +245,7 @@ async fn outbox_publishes_cloudevents_and_the_consumer_applies_each_event_once()
     );
     assert_eq!(relay.drain().await.unwrap(), 1);
     assert_eq!(outbox::backlog(&db).await.unwrap(), 0);
+    assert_eq!(outbox::oldest_unpublished(&db).await.unwrap(), None, "nothing waits once published");
     assert_eq!(relay.drain().await.unwrap(), 0, "published rows are not sent again");
 
     let records = read_records(&kafka.args, topics::ORDER_EVENTS, 1, Duration::from_secs(30)).await;
