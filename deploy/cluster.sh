@@ -466,7 +466,10 @@ clusterDomain: cluster.local
 localStorageCapacityIsolation: true
 podLogsDir: $STATE/pod-logs
 serializeImagePulls: false
-evictionHard: {memory.available: 200Mi, nodefs.available: 5%, imagefs.available: 5%}
+# absolute floors: 5% of a large, well-filled disk (caches, images) would taint the node
+# with disk-pressure while gigabytes are free (seen: 7 GiB free of 252 GiB)
+evictionHard: {memory.available: 200Mi, nodefs.available: 2Gi, imagefs.available: 2Gi}
+evictionPressureTransitionPeriod: 30s
 imageGCHighThresholdPercent: 95
 imageGCLowThresholdPercent: 90
 EOF
