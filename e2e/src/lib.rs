@@ -31,17 +31,31 @@ pub async fn connect_channel(
     within: Duration,
     what: &str,
 ) -> anyhow::Result<tonic::transport::Channel> {
-    let deadline = tokio::time::Instant::now() + within;
     let target = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
         .with_context(|| format!("{what} endpoint {endpoint:?} is not a URL"))?;
+    connect_endpoint(&target, within, what).await
+}
+
+/// A channel to `target`, retrying every 500 ms until `within` has passed (a service still
+/// starting; in a fresh pod, a NetworkPolicy enforcer that has not admitted it yet).
+pub async fn connect_endpoint(
+    target: &tonic::transport::Endpoint,
+    within: Duration,
+    what: &str,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let deadline = tokio::time::Instant::now() + within;
+    let endpoint = target.uri();
     loop {
         match target.connect().await {
             Ok(c) => return Ok(c),
             Err(e) if tokio::time::Instant::now() < deadline => {
-                eprintln!("waiting for {endpoint}: {e}");
+                eprintln!("waiting for {what} at {endpoint}: {e}");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(e).with_context(|| format!("cannot reach {what} at {endpoint}")),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("cannot reach {what} at {endpoint} within {}s", within.as_secs()));
+            }
         }
     }
 }

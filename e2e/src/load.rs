@@ -241,21 +241,7 @@ async fn connect(endpoint: &str, n: usize, flag: &str, service: &str) -> anyhow:
         .with_context(|| format!("{flag} {endpoint:?} is not a URI (example: http://127.0.0.1:50051)"))?
         .connect_timeout(Duration::from_secs(5));
     let mut channels = Vec::with_capacity(n.max(1));
-    let deadline = Instant::now() + FIRST_CONNECT_WITHIN;
-    let first = loop {
-        match target.connect().await {
-            Ok(channel) => break channel,
-            Err(e) if Instant::now() < deadline => {
-                eprintln!("waiting for {service} at {endpoint}: {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(e) => {
-                return Err(e).with_context(|| {
-                    format!("cannot reach {service} at {endpoint} ({flag}) within {}s", FIRST_CONNECT_WITHIN.as_secs())
-                });
-            }
-        }
-    };
+    let first = crate::connect_endpoint(&target, FIRST_CONNECT_WITHIN, &format!("{service} ({flag})")).await?;
     channels.push(first);
     for _ in 1..n.max(1) {
         channels
